@@ -1,0 +1,30 @@
+"""Predictors: from context tokens to predictions at target positions.
+
+Built as ``factory(config, embed_dim, grid, conditioner)`` where ``embed_dim``
+is the encoder width, ``grid`` the patch grid and ``conditioner`` a
+:class:`registries.conditioning.Conditioner` sized by the engine.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Predictor(nn.Module):
+    """Base class of predictors."""
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        context_idx: torch.Tensor,
+        target_idx: torch.Tensor,
+        action: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Predict the target features.
+
+        context: (B, Nc, D) encoder outputs at ``context_idx`` (B, Nc);
+        target_idx: (B, M, Nt), M target blocks; action: (B, A) or None.
+        Returns (B, M, Nt, D).
+        """
+        raise NotImplementedError

@@ -1,0 +1,30 @@
+"""Targets: what is predicted, and the loss that compares it.
+
+Built as ``factory(config, encoder)``. A target that keeps a momentum copy
+lists ``(online, copy)`` pairs in ``momentum_pairs`` (solo-learn style) and
+its schedule in ``momentum(step, total_steps)``; the engine does the EMA
+update after each optimizer step, so the schedule stays a pure function.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Target(nn.Module):
+    """Base class of targets."""
+
+    def forward(self, images: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """(B, M, Nt, D) features of ``images`` at ``target_idx`` (B, M, Nt)."""
+        raise NotImplementedError
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return []
+
+    def momentum(self, step: int, total_steps: int) -> float:
+        return 1.0
