@@ -115,10 +115,8 @@ class Registry:
         return build_config(entry.config, params, f"{self.kind} {name!r}")
 
     def create(self, name: str, *context: Any, **params: Any) -> Any:
-        """Build component ``name`` from validated ``params`` and engine ``context``."""
-        entry = self.get(name)
-        cfg = self.config(name, **params)
-        return entry.factory(*context) if cfg is None else entry.factory(cfg, *context)
+        """``factory(config, *context)``: the config is None for components without one."""
+        return self.get(name).factory(self.config(name, **params), *context)
 
 
 def build_config(cls: type, params: dict[str, Any], what: str) -> Any:

@@ -70,6 +70,12 @@ class Transformation:
         raise NotImplementedError
 
     # -- provided -----------------------------------------------------------
+    def null_params(self, batch_size: int) -> Params:
+        """Identity parameters with ``applied`` all False (the op in the other view only)."""
+        params = dict(self.identity(batch_size))
+        params["applied"] = torch.zeros(batch_size, dtype=torch.bool)
+        return params
+
     def sample(self, batch_size: int, generator: torch.Generator) -> Params:
         """Per-sample parameters: drawn with probability ``p``, identity otherwise."""
         drawn = self.sample_applied(batch_size, generator)
@@ -77,6 +83,8 @@ class Transformation:
         ident = self.identity(batch_size)
         out = {}
         for key, value in drawn.items():
+            if key == "applied":
+                continue
             mask = applied.view(-1, *([1] * (value.dim() - 1)))
             out[key] = torch.where(mask, value, ident[key])
         out["applied"] = applied

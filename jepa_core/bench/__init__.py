@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m jepa_core.bench`."""

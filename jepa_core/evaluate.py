@@ -1,0 +1,138 @@
+"""Evaluation driver: ``python -m jepa_core.evaluate RUN_DIR [--evaluator NAME ...] [--set K=V ...]``.
+
+Loads the run's config and latest checkpoint, runs the evaluators named
+(default: the YAML ``eval:`` list), writes ``RUN_DIR/eval.json`` atomically as
+``{evaluator: {metric: value}}`` and prints a table. Training calls
+:func:`run_evaluators` at its end with the modules it has in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from jepa_core import checkpoint
+from jepa_core.config import ConfigError, load_config
+from jepa_core.experiment import Experiment, at, build_experiment
+from jepa_core.views import Views
+
+EVAL_JSON = "eval.json"
+
+
+@attrs.define
+class TrainedRun:
+    """What an evaluator gets: the trained modules, the views and the data, on one device."""
+
+    experiment: Experiment
+    encoder: nn.Module
+    target_encoder: nn.Module
+    predictor: nn.Module | None
+    views: Views
+    device: torch.device
+    seed: int
+
+    @property
+    def config(self):
+        return self.experiment.config
+
+    @property
+    def has_actions(self) -> bool:
+        return self.views.action_dim > 0
+
+    def dataset(self, split: str):
+        return self.experiment.dataset(split)
+
+
+def trained_run(exp: Experiment, device: torch.device | None = None) -> TrainedRun:
+    device = device or next(exp.encoder.parameters()).device
+    target_encoder = getattr(exp.target, "encoder", exp.encoder)
+    return TrainedRun(exp, exp.encoder.eval(), target_encoder.eval(), exp.predictor.eval(), exp.views,
+                      device, exp.config.train.seed)
+
+
+def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None = None) -> dict[str, dict]:
+    """Run evaluators on ``exp``'s modules; write eval.json atomically and call the hook."""
+    run = trained_run(exp)
+    chosen = [(n, e) for n, e in exp.evaluators if names is None or n in names]
+    results: dict[str, dict[str, float]] = {}
+    for name, evaluator in chosen:
+        torch.manual_seed(run.seed)
+        with torch.random.fork_rng():
+            results[name] = {k: float(v) for k, v in evaluator.evaluate(run).items()}
+    checkpoint.write_json(Path(run_dir) / EVAL_JSON, results)
+    exp.pm.hook.jepa_after_evaluation(results=results, run_dir=str(run_dir))
+    return results
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    rows = [(ev, metric, f"{value:.4f}") for ev, metrics in results.items() for metric, value in metrics.items()]
+    if not rows:
+        return "(no evaluators ran)"
+    widths = [max(len(r[i]) for r in rows + [("evaluator", "metric", "value")]) for i in range(3)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(("evaluator", "metric", "value"), widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+
+def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[str] = ()) -> Experiment:
+    """The experiment of ``run_dir`` with its latest checkpoint loaded (ConfigError on bad input)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    extra = list(overrides)
+    if evaluators:
+        extra.append("eval=[" + ", ".join(f"{{name: {n}}}" for n in evaluators) + "]")
+    loaded = load_config(config_path, extra)
+    exp = build_experiment(loaded)
+    path = checkpoint.latest(run_dir)
+    if path is None:
+        raise ConfigError(f"{run_dir}: no checkpoint in {checkpoint.checkpoint_dir(run_dir)} (train first)")
+    try:
+        checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError(str(exc)) from None
+    for i, (name, evaluator) in enumerate(exp.evaluators):
+        missing = sorted(need for need in evaluator.needs if not _has(exp, need))
+        if missing:
+            raise loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
+                               f"which this run does not have")
+    return exp
+
+
+def _has(exp: Experiment, need: str) -> bool:
+    if need == "actions":
+        return exp.views.action_dim > 0
+    if need == "predictor":
+        return exp.predictor is not None
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--evaluator", action="append", default=[], metavar="NAME",
+                        help="evaluator to run (repeatable; default: the config's eval: list)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    args = parser.parse_args(argv)
+    try:
+        exp = load_run(args.run_dir, args.evaluator, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for module in exp.modules().values():
+        module.to(device)
+    results = run_evaluators(exp, args.run_dir)
+    print(format_results(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Build every component of an experiment from a validated config.
+
+This is where YAML names meet the registries. Everything is built before any
+training or submission, so a wrong name, parameter or size is a
+:class:`jepa_core.config.ConfigError` naming the YAML key, never a crash
+halfway through a job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import attrs
+import torch
+from torch import nn
+
+from jepa_core.config import ConfigError, LoadedConfig
+from jepa_core.encoder import Encoder
+from jepa_core.manager import PluginLoadError, Registries, get_plugin_manager, load_plugin
+from jepa_core.schema import Component, ExperimentConfig
+from jepa_core.views import Views
+from registries import ComponentError
+from registries.datasets import MissingDataError
+from registries.transformations import Masking, Transformation
+
+
+@attrs.define
+class Experiment:
+    """All components of one run; modules live on the CPU until training moves them."""
+
+    loaded: LoadedConfig
+    registries: Registries
+    encoder: Encoder
+    predictor: nn.Module
+    target: nn.Module
+    views: Views
+    evaluators: list[tuple[str, Any]]
+
+    @property
+    def config(self) -> ExperimentConfig:
+        return self.loaded.config
+
+    @property
+    def pm(self):
+        return self.registries.pm
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint holds, by name."""
+        return {"encoder": self.encoder, "predictor": self.predictor, "target": self.target}
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {
+            "encoder": _count(self.encoder),
+            "predictor": _count(self.predictor),
+            "target (trainable)": _count(self.target, trainable_only=True),
+        }
+        counts["total trainable"] = sum(
+            p.numel() for m in self.modules().values() for p in m.parameters() if p.requires_grad
+        )
+        return counts
+
+    def dataset(self, split: str):
+        with at(self.loaded, "data.dataset"):
+            spec = self.config.data.dataset
+            return self.registries.datasets.create(spec.name, split, **spec.params)
+
+
+def _count(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+@contextlib.contextmanager
+def at(loaded: LoadedConfig, key: str) -> Iterator[None]:
+    """Turn component errors raised inside into a ConfigError at YAML ``key``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ComponentError as exc:
+        sub = f"{key}.{exc.key}" if exc.key else (f"{key}.name" if _is_component(loaded, key) else key)
+        raise loaded.error(sub, str(exc)) from None
+    except MissingDataError as exc:
+        raise loaded.error(f"{key}.root", str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        raise loaded.error(key, " ".join(message.split())) from None
+
+
+def _is_component(loaded: LoadedConfig, key: str) -> bool:
+    node: Any = loaded.config
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else getattr(node, part, None)
+    return isinstance(node, Component)
+
+
+def load_registries(loaded: LoadedConfig) -> Registries:
+    """The built-in and entry-point plugins plus the YAML ``plugins:`` list."""
+    try:
+        pm = get_plugin_manager()
+    except PluginLoadError as exc:
+        raise ConfigError(f"{loaded.path}: {exc}") from None
+    for i, spec in enumerate(loaded.config.plugins):
+        try:
+            load_plugin(pm, spec)
+        except PluginLoadError as exc:
+            raise loaded.error(f"plugins.{i}", str(exc)) from None
+    try:
+        return Registries(pm)
+    except ComponentError as exc:  # two plugins registering one name
+        raise ConfigError(f"{loaded.path}: plugins: {exc}") from None
+
+
+def _pipeline(loaded: LoadedConfig, registries: Registries, which: str, image_size: int):
+    ops: list[tuple[str, Transformation]] = []
+    for i, spec in enumerate(getattr(loaded.config.views, which)):
+        key = f"views.{which}.{i}"
+        with at(loaded, key):
+            op = registries.transformations.create(spec.name, **spec.params)
+            if not isinstance(op, Transformation):
+                raise ComponentError(f"{spec.name!r} is a {type(op).__name__}, not an image transformation")
+            op.check_image_size(image_size, image_size)
+        if spec.name in dict(ops):
+            raise loaded.error(f"{key}.name", f"{spec.name!r} appears twice in views.{which}")
+        ops.append((spec.name, op))
+    return ops
+
+
+def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, int]) -> Views:
+    size = loaded.config.data.image_size
+    target = _pipeline(loaded, registries, "target", size)
+    source = _pipeline(loaded, registries, "source", size)
+    spec = loaded.config.views.masking
+    with at(loaded, "views.masking"):
+        masking = registries.transformations.create(spec.name, grid, **spec.params)
+        if not isinstance(masking, Masking):
+            raise ComponentError(f"{spec.name!r} is not a masking transformation (it outputs images, not indices)")
+    with at(loaded, "views"):
+        for name, op in target:
+            other = dict(source).get(name)
+            if other is not None and type(other) is not type(op):
+                raise ValueError(f"{name!r} names different transformations in source and target")
+    return Views(target, source, masking)
+
+
+def build_experiment(loaded: LoadedConfig, registries: Registries | None = None) -> Experiment:
+    """Build every component (seeded, on the CPU); raises ConfigError on bad input."""
+    cfg = loaded.config
+    registries = registries or load_registries(loaded)
+    torch.manual_seed(cfg.train.seed)
+    with at(loaded, "encoder.name"):
+        encoder = Encoder(cfg.encoder.name, cfg.data.image_size, cfg.encoder.drop_path_rate,
+                          cfg.encoder.depth, cfg.encoder.patch_size)
+    views = build_views(loaded, registries, encoder.grid)
+    with at(loaded, "predictor"):  # the conditioner works at the predictor's width
+        predictor_config = registries.predictors.config(cfg.predictor.name, **cfg.predictor.params)
+    width = getattr(predictor_config, "width", encoder.embed_dim)
+    with at(loaded, "conditioning"):
+        conditioner = registries.conditioning.create(
+            cfg.conditioning.name, views.action_dim, width, **cfg.conditioning.params
+        )
+    with at(loaded, "predictor"):
+        predictor = registries.predictors.create(
+            cfg.predictor.name, encoder.embed_dim, encoder.grid, conditioner, **cfg.predictor.params
+        )
+    with at(loaded, "target"):
+        target = registries.targets.create(cfg.target.name, encoder, **cfg.target.params)
+    evaluators = []
+    for i, spec in enumerate(cfg.eval):
+        with at(loaded, f"eval.{i}"):
+            evaluators.append((spec.name, registries.evaluators.create(spec.name, **spec.params)))
+    for i, spec in enumerate(cfg.loggers):
+        with at(loaded, f"loggers.{i}"):
+            registries.loggers.config(spec.name, **spec.params)
+    with at(loaded, "data.dataset"):
+        registries.datasets.config(cfg.data.dataset.name, **cfg.data.dataset.params)
+    return Experiment(loaded, registries, encoder, predictor, target, views, evaluators)

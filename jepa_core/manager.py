@@ -1,0 +1,123 @@
+"""The plugin manager: finds plugins and fills the registries from them.
+
+Built-in plugins are entry points of the group ``jepa_core`` declared by the
+jepa-core distribution itself; third-party distributions declare the same
+group. ``JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD=1`` keeps third-party entry points
+out (as PYTEST_DISABLE_PLUGIN_AUTOLOAD does) while built-ins still load.
+Extra plugins are named in YAML ``plugins:`` by module path or .py file path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pluggy
+
+from jepa_core import PROJECT, hookspecs
+from registries import KINDS, Registry
+
+ENTRY_POINT_GROUP = PROJECT
+AUTOLOAD_ENV = "JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN_DISTRIBUTION = "jepa-core"
+
+
+class PluginLoadError(ImportError):
+    """A plugin named in a config could not be imported; the message says which."""
+
+
+class Registries:
+    """One :class:`Registry` per component kind, filled by the registration hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        for kind in KINDS:
+            registry = Registry(kind)
+            caller = getattr(pm.hook, f"jepa_register_{kind}")
+            # Call implementations one by one so every entry knows its plugin.
+            for impl in reversed(caller.get_hookimpls()):
+                registry.current_plugin = impl.plugin_name
+                impl.function(registry=registry)
+            registry.current_plugin = "<runtime>"
+            setattr(self, kind, registry)
+
+    def __iter__(self):
+        return ((kind, getattr(self, kind)) for kind in KINDS)
+
+
+def _autoload_disabled() -> bool:
+    return os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    third_party_off = _autoload_disabled()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = (dist.metadata["Name"] if dist is not None else "") or ""
+        builtin = dist_name.replace("_", "-").lower() == BUILTIN_DISTRIBUTION
+        if third_party_off and not builtin:
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {ep.name!r} (entry point {ep.value!r} of {dist_name or 'an unknown distribution'}) "
+                f"failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        pm.register(plugin, name=ep.name)
+
+
+def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: str | Path | None = None) -> str:
+    """Register the plugin ``spec`` (a module path or a .py file) and return its name."""
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = Path(spec)
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        path = path.resolve()
+        if not path.is_file():
+            raise PluginLoadError(f"plugin file {spec!r} not found (looked at {path})")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+        mod_name = f"jepa_plugin_{path.stem}_{digest}"
+        module = sys.modules.get(mod_name)
+        if module is None:
+            module_spec = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[mod_name] = module
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[mod_name]
+                raise PluginLoadError(f"plugin file {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        name = str(path)
+    else:
+        try:
+            module = importlib.import_module(spec)
+        except ImportError as exc:
+            raise PluginLoadError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
+        name = spec
+    if pm.get_plugin(name) is None and not pm.is_registered(module):
+        pm.register(module, name=name)
+    return name
+
+
+def get_plugin_manager(extra: Iterable[str] = (), base_dir: str | Path | None = None) -> pluggy.PluginManager:
+    """A plugin manager with the hookspecs, entry-point plugins and ``extra`` plugins."""
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    _load_entry_points(pm)
+    for spec in extra:
+        load_plugin(pm, spec, base_dir)
+    return pm
+
+
+def get_registries(extra: Iterable[str] = (), base_dir: str | Path | None = None) -> Registries:
+    """Registries filled from every plugin (entry points plus ``extra``)."""
+    return Registries(get_plugin_manager(extra, base_dir))

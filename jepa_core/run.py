@@ -1,0 +1,86 @@
+"""One run, start to end: run directory, loggers, training, evaluation.
+
+Shared by the local launcher, Slurm jobs and sweeps, so a run behaves the
+same wherever it executes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from jepa_core import checkpoint
+from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, to_dict
+from jepa_core.distributed import DistInfo
+from jepa_core.experiment import Experiment, at
+
+CONFIG = "config.yaml"
+
+
+def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            found = _first_difference(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else (prefix or "<top>")
+
+
+def check_run_dir(run_dir: str | Path, loaded: LoadedConfig) -> None:
+    """Refuse to reuse a run directory that holds another experiment (before writing anything)."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        if Path(run_dir).is_file():
+            raise ConfigError(f"--output {run_dir}: is a file, not a directory")
+        return
+    try:
+        old = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: unreadable YAML; pass another --output") from None
+    key = _first_difference(old, to_dict(loaded.config))
+    if key is not None:
+        raise ConfigError(
+            f"{path}: this run directory holds a different config (first difference at {key}); "
+            "pass another --output to start a new run, or the same config to resume"
+        )
+
+
+@contextlib.contextmanager
+def loggers(exp: Experiment, run_dir: Path, dist: DistInfo) -> Iterator[None]:
+    """Register the YAML ``loggers:`` with the plugin manager for the run's duration."""
+    active = []
+    if dist.is_main:
+        for i, spec in enumerate(exp.config.loggers):
+            with at(exp.loaded, f"loggers.{i}"):
+                plugin = exp.registries.loggers.create(spec.name, str(run_dir), **spec.params)
+            exp.pm.register(plugin, name=f"logger:{i}:{spec.name}")
+            active.append(plugin)
+    try:
+        yield
+    finally:
+        for plugin in active:
+            exp.pm.unregister(plugin)
+            close = getattr(plugin, "close", None)
+            if close:
+                close()
+
+
+def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None) -> dict[str, Any]:
+    """Train (resuming from the run directory's checkpoint) and evaluate."""
+    from jepa_core.evaluate import run_evaluators
+    from jepa_core.train import Trainer
+
+    run_dir = Path(run_dir)
+    dist = dist or DistInfo()
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / CONFIG).exists():
+            checkpoint.write_text(run_dir / CONFIG, dump_yaml(exp.config))
+    with loggers(exp, run_dir, dist):
+        metrics = Trainer(exp, run_dir, dist).fit()
+        results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
+    return {"metrics": metrics, "eval": results}

@@ -1,0 +1,149 @@
+"""The experiment config as an attrs tree: every key a YAML file may hold.
+
+Sections are strict: an unknown key is an error, every value has a type and
+ranges are checked by validators. Components are ``{name: ..., **params}``
+mappings (:class:`Component`); their params are validated by the component's
+own config class when the experiment is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import attrs
+
+from registries.validators import in_range, interval, non_negative, one_of, positive, positive_int, probability
+
+
+@attrs.define
+class Component:
+    """A registered component chosen by ``name``, with its parameters."""
+
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+    def to_yaml(self) -> dict[str, Any]:
+        return {"name": self.name, **self.params}
+
+
+def _component(name: str, **params: Any):
+    return attrs.field(factory=lambda: Component(name, dict(params)))
+
+
+@attrs.define
+class DataConfig:
+    dataset: Component = _component("shapes")
+    image_size: int = attrs.field(default=224, validator=positive_int)
+    #: images per process and step
+    batch_size: int = attrs.field(default=16, validator=positive_int)
+    num_workers: int = attrs.field(default=2, validator=non_negative)
+    crop_scale: tuple[float, float] = attrs.field(default=(0.3, 1.0), validator=interval(0.0, 1.0))
+    flip_p: float = attrs.field(default=0.0, validator=probability)
+
+
+@attrs.define
+class EncoderConfig:
+    #: any timm Vision Transformer, e.g. vit_tiny_patch16_224, vit_huge_patch14_224
+    name: str = "vit_tiny_patch16_224"
+    drop_path_rate: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+    #: override the named model's depth / patch size (small CPU runs)
+    depth: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    patch_size: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+
+
+@attrs.define
+class ViewsConfig:
+    #: ops applied to the target view y (photometric transformations)
+    target: list[Component] = attrs.field(factory=list)
+    #: ops applied to the source view x, after the shared crop and flip
+    source: list[Component] = attrs.field(factory=list)
+    masking: Component = _component("multiblock")
+
+
+@attrs.define
+class OptimConfig:
+    lr: float = attrs.field(default=1e-3, validator=positive)
+    start_lr: float = attrs.field(default=2e-4, validator=non_negative)
+    final_lr: float = attrs.field(default=1e-6, validator=non_negative)
+    warmup_epochs: float = attrs.field(default=40.0, validator=non_negative)
+    #: overrides warmup_epochs when set (tiny runs)
+    warmup_steps: Optional[int] = attrs.field(default=None)
+    weight_decay: float = attrs.field(default=0.04, validator=non_negative)
+    final_weight_decay: float = attrs.field(default=0.4, validator=non_negative)
+    betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), validator=interval(0.0, 1.0))
+    eps: float = attrs.field(default=1e-8, validator=positive)
+    #: clip the global gradient norm to this value (null: no clipping)
+    clip_grad: Optional[float] = attrs.field(default=None)
+
+    @warmup_steps.validator
+    def _warmup_steps(self, attribute, value):
+        if value is not None and (isinstance(value, bool) or value < 0):
+            raise ValueError(f"'warmup_steps' must be >= 0 or null, got {value!r}", attribute)
+
+    @clip_grad.validator
+    def _clip(self, attribute, value):
+        if value is not None and value <= 0:
+            raise ValueError(f"'clip_grad' must be > 0 or null, got {value!r}", attribute)
+
+
+@attrs.define
+class TrainConfig:
+    epochs: int = attrs.field(default=300, validator=positive_int)
+    #: total optimizer steps; overrides epochs when set
+    steps: Optional[int] = attrs.field(default=None)
+    seed: int = 0
+    log_every: int = attrs.field(default=10, validator=positive_int)
+    checkpoint_every: int = attrs.field(default=1000, validator=positive_int)
+    #: auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: str = attrs.field(default="auto", validator=one_of("auto", "fp32", "bf16"))
+    device: str = attrs.field(default="auto", validator=one_of("auto", "cpu", "cuda"))
+    compile: bool = False
+
+    @steps.validator
+    def _steps(self, attribute, value):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise ValueError(f"'steps' must be an integer >= 1 or null, got {value!r}", attribute)
+
+
+@attrs.define
+class SlurmConfig:
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    nodes: int = attrs.field(default=1, validator=positive_int)
+    gpus_per_node: int = attrs.field(default=0, validator=non_negative)
+    tasks_per_node: int = attrs.field(default=1, validator=positive_int)
+    cpus_per_task: int = attrs.field(default=2, validator=positive_int)
+    mem_gb: Optional[float] = None
+    timeout_min: int = attrs.field(default=60, validator=positive_int)
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    array_parallelism: int = attrs.field(default=64, validator=positive_int)
+    #: how many times a job may be requeued after preemption or timeout
+    max_num_timeout: int = attrs.field(default=3, validator=non_negative)
+    #: shell lines run before the job (module load, conda activate, ...)
+    setup: list[str] = attrs.field(factory=list)
+    #: extra #SBATCH parameters, e.g. {mail_type: END}
+    additional_parameters: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class ExperimentConfig:
+    """The whole experiment; ``base:`` and ``--set`` are resolved before this."""
+
+    name: str = "experiment"
+    #: extra plugins: module paths or .py files (relative to the YAML file)
+    plugins: list[str] = attrs.field(factory=list)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    encoder: EncoderConfig = attrs.field(factory=EncoderConfig)
+    views: ViewsConfig = attrs.field(factory=ViewsConfig)
+    conditioning: Component = _component("none")
+    predictor: Component = _component("vit")
+    target: Component = _component("ema")
+    optim: OptimConfig = attrs.field(factory=OptimConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    #: evaluators run at the end of training and by jepa_core.evaluate
+    eval: list[Component] = attrs.field(factory=list)
+    #: runtime-hook loggers, e.g. [{name: csv}]
+    loggers: list[Component] = attrs.field(factory=list)
+    slurm: SlurmConfig = attrs.field(factory=SlurmConfig)

@@ -1,0 +1,228 @@
+"""The training loop: small and readable, like the official I-JEPA one, but resumable.
+
+Everything that changes during training (step, modules, optimizer, RNG) is
+in the checkpoint, and everything else is a pure function of ``(seed, step)``:
+the schedules, the batch order, the crops, the photometric parameters and the
+masks. A resumed run therefore repeats an uninterrupted one step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from jepa_core import checkpoint
+from jepa_core.data import build_loader, mix_seed
+from jepa_core.distributed import DistInfo
+from jepa_core.experiment import Experiment
+from jepa_core.schedules import cosine, warmup_cosine
+
+METRICS = "metrics.jsonl"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA, fp32 on CPU (bf16 matmul is ~500x slower on our CPUs)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def param_groups(modules: list[nn.Module]) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices only, never on biases and 1-D parameters."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, param in module.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "wd_scheduled": True}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@attrs.define
+class Schedule:
+    """lr, weight decay and momentum as pure functions of the step."""
+
+    total: int
+    warmup: int
+    optim: Any
+
+    def lr(self, step: int) -> float:
+        o = self.optim
+        return warmup_cosine(step, warmup=self.warmup, total=self.total, start=o.start_lr, peak=o.lr, final=o.final_lr)
+
+    def weight_decay(self, step: int) -> float:
+        return cosine(step, total=self.total, start=self.optim.weight_decay, final=self.optim.final_weight_decay)
+
+
+def total_steps(exp: Experiment, steps_per_epoch: int) -> int:
+    return exp.config.train.steps or exp.config.train.epochs * steps_per_epoch
+
+
+def warmup_steps(exp: Experiment, steps_per_epoch: int, total: int) -> int:
+    optim = exp.config.optim
+    warmup = optim.warmup_steps if optim.warmup_steps is not None else round(optim.warmup_epochs * steps_per_epoch)
+    return min(warmup, total)
+
+
+class Trainer:
+    """One training run of an :class:`Experiment` into ``run_dir``."""
+
+    def __init__(self, exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None):
+        self.exp = exp
+        self.cfg = exp.config
+        self.run_dir = Path(run_dir)
+        self.dist = dist or DistInfo()
+        self.device = pick_device(self.cfg.train.device) if not self.dist.device else self.dist.device
+        self.dtype = autocast_dtype(self.cfg.train.precision, self.device)
+        for module in exp.modules().values():
+            module.to(self.device)
+        self.encoder = self.dist.wrap(exp.encoder)
+        self.predictor = self.dist.wrap(exp.predictor)
+        learnable = [m for m in exp.modules().values()]
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            param_groups(learnable), lr=0.0, betas=self.cfg.optim.betas, eps=self.cfg.optim.eps,
+            fused=fused, foreach=None if fused else True,
+        )
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.step_fn = self._compiled_step() if self.cfg.train.compile else self._forward_loss
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, step: int) -> dict[str, Any]:
+        state = {name: module.state_dict() for name, module in self.exp.modules().items()}
+        state.update(step=step, optimizer=self.optimizer.state_dict(), torch_rng=torch.get_rng_state())
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def resume(self) -> int:
+        path = checkpoint.latest(self.run_dir)
+        if path is None:
+            return 0
+        state = checkpoint.load(path)
+        checkpoint.load_modules(self.exp.modules(), state, str(path))
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"])
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics logged after the checkpoint we resume from: they will be redone."""
+        path = self.run_dir / METRICS
+        if not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        checkpoint.write_text(path, "".join(line + "\n" for line in keep))
+
+    # ------------------------------------------------------------------- step
+    def _forward_loss(self, views) -> torch.Tensor:
+        masks = views.masks
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            context = self.encoder(views.source, masks.context)
+            prediction = self.predictor(context, masks.context, masks.targets, views.action)
+            target = self.exp.target(views.target, masks.targets)
+        return self.exp.target.loss(prediction.float(), target.float())
+
+    def _compiled_step(self):
+        return torch.compile(self._forward_loss, dynamic=False)
+
+    @torch.no_grad()
+    def _momentum_update(self, step: int, total: int) -> None:
+        m = self.exp.target.momentum(step, total)
+        for online, copy in self.exp.target.momentum_pairs:
+            torch._foreach_lerp_(list(copy.parameters()), list(online.parameters()), 1.0 - m)
+
+    def _save(self, step: int) -> None:
+        if self.dist.is_main:
+            path = checkpoint.save(self.run_dir, self.state_dict(step))
+            self.exp.pm.hook.jepa_on_checkpoint(step=step, path=str(path))
+
+    # -------------------------------------------------------------------- run
+    def fit(self) -> dict[str, float]:
+        cfg, exp = self.cfg, self.exp
+        dataset = exp.dataset("train")
+        start = self.resume()
+        loader, sampler = build_loader(
+            dataset, image_size=cfg.data.image_size, batch_size=cfg.data.batch_size,
+            crop_scale=cfg.data.crop_scale, flip_p=cfg.data.flip_p, seed=cfg.train.seed,
+            num_workers=cfg.data.num_workers, rank=self.dist.rank, world_size=self.dist.world_size,
+            pin_memory=self.device.type == "cuda", start_step=start,
+        )
+        total = total_steps(exp, sampler.steps_per_epoch)
+        schedule = Schedule(total, warmup_steps(exp, sampler.steps_per_epoch, total), cfg.optim)
+        if self.dist.is_main:
+            self._truncate_metrics(start)
+            exp.pm.hook.jepa_run_start(run_dir=str(self.run_dir), config=cfg, start_step=start, total_steps=total)
+        metrics: dict[str, float] = {}
+        step = start
+        bar = _progress(start, total) if self.dist.is_main else None
+        tick, images_since = time.perf_counter(), 0
+        for batch in loader:
+            if step >= total:
+                break
+            lr, wd = schedule.lr(step), schedule.weight_decay(step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+                if group.get("wd_scheduled"):
+                    group["weight_decay"] = wd
+            images = batch["image"].to(self.device, non_blocking=True)
+            generator = torch.Generator().manual_seed(mix_seed(cfg.train.seed, self.dist.rank, step))
+            views = exp.views(images, generator)
+            loss = self.step_fn(views)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.clip_grad, foreach=True)
+            self.optimizer.step()
+            self._momentum_update(step, total)
+            step += 1
+            images_since += images.shape[0] * self.dist.world_size
+            if step % cfg.train.log_every == 0 or step == total:
+                now = time.perf_counter()
+                metrics = {"step": step, "loss": self.dist.mean(loss.detach()).item(), "lr": lr, "wd": wd,
+                           "momentum": exp.target.momentum(step, total),
+                           "images_per_s": images_since / max(now - tick, 1e-9)}
+                tick, images_since = now, 0
+                if not math.isfinite(metrics["loss"]):
+                    raise FloatingPointError(f"loss is {metrics['loss']} at step {step}; lower optim.lr?")
+                if self.dist.is_main:
+                    with open(self.run_dir / METRICS, "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    exp.pm.hook.jepa_after_step(step=step, metrics=metrics)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}",
+                                        img_s=f"{metrics['images_per_s']:.1f}")
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.train.checkpoint_every == 0 or step == total:
+                self._save(step)
+        if bar is not None:
+            bar.close()
+        if self.dist.is_main:
+            exp.pm.hook.jepa_run_end(run_dir=str(self.run_dir), step=step, metrics=metrics)
+        return metrics
+
+
+def _progress(start: int, total: int):
+    """A tqdm bar only when a person is watching (a terminal), none in logs."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)

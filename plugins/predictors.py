@@ -1,0 +1,87 @@
+"""The I-JEPA predictor: a narrow ViT that fills in target blocks from context tokens."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import attrs
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from jepa_core import hookimpl
+from jepa_core.encoder import gather_tokens, sincos_2d
+from registries.predictors import Predictor
+from registries.validators import in_range, positive, positive_int
+
+
+class ViTPredictor(Predictor):
+    """Narrow ViT predictor (I-JEPA/IWM): mask tokens at target positions, run once per target block."""
+
+    @attrs.frozen
+    class Config:
+        depth: int = attrs.field(default=6, validator=positive_int)
+        width: int = attrs.field(default=384, validator=positive_int)
+        heads: int = attrs.field(default=12, validator=positive_int)
+        mlp_ratio: float = attrs.field(default=4.0, validator=positive)
+        drop_path_rate: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+
+        def __attrs_post_init__(self):
+            if self.width % self.heads or self.width % 4:
+                raise ValueError(
+                    f"'width' ({self.width}) must be divisible by 'heads' ({self.heads}) and by 4",
+                    attrs.fields(type(self)).width,
+                )
+
+    def __init__(self, config: Config, embed_dim: int, grid: tuple[int, int], conditioner):
+        super().__init__()
+        width = config.width
+        self.embed = nn.Linear(embed_dim, width)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.register_buffer("pos_embed", sincos_2d(width, grid)[None], persistent=False)
+        self.conditioner = conditioner
+        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        self.blocks = nn.Sequential(*[
+            Block(width, config.heads, config.mlp_ratio, qkv_bias=True, drop_path=rate,
+                  norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for rate in rates
+        ])
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.proj = nn.Linear(width, embed_dim)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for layer, block in enumerate(self.blocks, start=1):
+            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
+            block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
+
+    def forward(self, context, context_idx, target_idx, action):
+        batch, blocks, n_target = target_idx.shape
+        n_context = context_idx.shape[1]
+        pos = self.pos_embed.expand(batch, -1, -1)
+        x = self.embed(context) + gather_tokens(pos, context_idx)
+        # One predictor pass per target block: context repeated block-major.
+        x = x[:, None].expand(-1, blocks, -1, -1).reshape(batch * blocks, n_context, -1)
+        masks = self.mask_token + gather_tokens(pos, target_idx).reshape(batch * blocks, n_target, -1)
+        parts = [x, masks]
+        if action is not None:
+            action = action.repeat_interleave(blocks, dim=0)
+            parts[1] = self.conditioner.mask_tokens(masks, action)
+            extra = self.conditioner.tokens(action)
+            if extra is not None:
+                parts.append(extra.to(masks.dtype))
+        x = self.norm(self.blocks(torch.cat(parts, dim=1)))
+        out = self.proj(x[:, n_context:n_context + n_target])
+        return out.reshape(batch, blocks, n_target, -1)
+
+
+@hookimpl
+def jepa_register_predictors(registry):
+    registry.register("vit", ViTPredictor)
