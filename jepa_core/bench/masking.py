@@ -87,14 +87,24 @@ def _median_ms(fn, repeats: int, warmup: int = 2) -> float:
 
 
 def run(device: str) -> list[dict]:
-    """Time ``multiblock`` against the loop for one batch; masks are sampled on the CPU
-    (in the data loader), so ``device`` does not change the figure."""
+    """Time ``multiblock`` against the loop for one batch.
+
+    Masks are always sampled on the CPU (from the step's generator), so ``device``
+    does not change the figure. Timed on one intra-op thread: ops this small gain
+    nothing from more, and on a busy machine multi-threaded ones stall in OpenMP
+    (measured 0.4 ms -> 60 ms per batch on 2 shared cores).
+    """
     from jepa_core.manager import get_registries
 
     masker = get_registries().transformations.create("multiblock", GRID)
     g = torch.Generator().manual_seed(0)
-    ms = _median_ms(lambda: masker.sample(BATCH, g), repeats=50)
-    ref_ms = _median_ms(lambda: reference_multiblock(masker.config, GRID, BATCH, g), repeats=7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ms = _median_ms(lambda: masker.sample(BATCH, g), repeats=50)
+        ref_ms = _median_ms(lambda: reference_multiblock(masker.config, GRID, BATCH, g), repeats=7)
+    finally:
+        torch.set_num_threads(threads)
     return [
         {
             "suite": "masking",

@@ -1,0 +1,333 @@
+"""Built-in datasets: procedural ``shapes`` (offline) and local torchvision datasets.
+
+Nothing is ever downloaded: the torchvision datasets read files already under
+``root`` and a missing file raises :class:`MissingDataError` naming the exact
+path that must exist. Contract: ``registries.datasets``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder
+
+from jepa_core import hookimpl
+from jepa_core.data import splitmix64
+from registries import validators as v
+from registries.datasets import SPLITS, MissingDataError
+
+
+@hookimpl
+def jepa_register_datasets(registry):
+    registry.register("shapes", Shapes)
+    registry.register("imagefolder", ImageFolderData)
+    registry.register("cifar10", Cifar10)
+    registry.register("cifar100", Cifar100)
+    registry.register("stl10", Stl10)
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+
+
+def _int_in(low: int, high: int):
+    return attrs.validators.and_(attrs.validators.instance_of(int), v.in_range(low, high))
+
+
+# --------------------------------------------------------------------------- shapes
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "star", "crescent", "hexagon")
+PALETTE = {
+    "red": (0.90, 0.12, 0.12),
+    "orange": (0.97, 0.55, 0.08),
+    "yellow": (0.95, 0.88, 0.10),
+    "green": (0.12, 0.75, 0.22),
+    "cyan": (0.12, 0.85, 0.88),
+    "blue": (0.12, 0.25, 0.92),
+    "magenta": (0.88, 0.18, 0.80),
+    "white": (0.97, 0.97, 0.97),
+}
+_N_RANDOM = 32  # uniforms drawn per image, all in one call (layout in Shapes.params)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates in [0, 1], (size, size) each: y down, x right."""
+    t = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    return t.view(-1, 1).expand(size, size), t.view(1, -1).expand(size, size)
+
+
+def _star_sdf(u: torch.Tensor, v_: torch.Tensor, k: int, r_out: float, r_in: float) -> torch.Tensor:
+    """Radial signed distance to a k-pointed star (r_in = r_out*cos(pi/k) gives a regular k-gon).
+
+    Each point's angle is folded into [0, pi/k]; the boundary there is the
+    segment from the tip (r_out, angle 0) to the notch (r_in, angle pi/k).
+    """
+    a = math.pi / k
+    phi = torch.remainder(torch.atan2(v_, u), 2 * a)
+    phi = torch.minimum(phi, 2 * a - phi)
+    dx, dy = r_in * math.cos(a) - r_out, r_in * math.sin(a)
+    r_edge = (r_out * dy) / (torch.cos(phi) * dy - torch.sin(phi) * dx)
+    return torch.hypot(u, v_) - r_edge
+
+
+def _box(u, v_, half_w, half_h):
+    return torch.maximum(u.abs() - half_w, v_.abs() - half_h)
+
+
+# Signed distance (negative inside) in shape units: every shape fits the unit disc.
+_SDF = {
+    "circle": lambda u, v_: torch.hypot(u, v_) - 0.9,
+    "square": lambda u, v_: _star_sdf(u, v_, 4, 1.0, math.cos(math.pi / 4)),
+    "triangle": lambda u, v_: _star_sdf(u, v_, 3, 1.0, math.cos(math.pi / 3)),
+    "cross": lambda u, v_: torch.minimum(_box(u, v_, 0.9, 0.3), _box(u, v_, 0.3, 0.9)),
+    "ring": lambda u, v_: (torch.hypot(u, v_) - 0.72).abs() - 0.22,
+    "star": lambda u, v_: _star_sdf(u, v_, 5, 1.0, 0.45),
+    "crescent": lambda u, v_: torch.maximum(torch.hypot(u, v_) - 0.95, 0.72 - torch.hypot(u - 0.42, v_)),
+    "hexagon": lambda u, v_: _star_sdf(u, v_, 6, 0.95, 0.95 * math.cos(math.pi / 6)),
+}
+
+
+class Shapes(torch.utils.data.Dataset):
+    """Procedural coloured shapes on textured backgrounds (offline, any size, deterministic).
+
+    Image i of a split is rendered from a generator seeded with a bijective mix
+    of (seed, split, i), so it never changes, costs no disk, and no val image
+    shares its seed with a train image. Each image has one shape (label: shape
+    class) in one palette colour (second task: ``labels("colour")``) at a random
+    scale, position and rotation over a muted background of smooth noise,
+    stripes or a checkerboard in two random colours, so neither colour nor
+    texture alone gives the shape away.
+    """
+
+    @attrs.frozen
+    class Config:
+        size: int = attrs.field(default=64, validator=_int_in(8, 4096))
+        train_size: int = attrs.field(default=2048, validator=v.positive_int)
+        val_size: int = attrs.field(default=512, validator=v.positive_int)
+        seed: int = attrs.field(default=0, validator=_int_in(0, 2**31 - 1))
+        n_shapes: int = attrs.field(default=6, validator=_int_in(2, len(SHAPES)))
+        n_colours: int = attrs.field(default=len(PALETTE), validator=_int_in(1, len(PALETTE)))
+
+    tasks = ("shape", "colour")
+
+    def __init__(self, config: Config | None = None, split: str = "train"):
+        _check_split(split)
+        self.config = config or self.Config()
+        self.split = split
+        self.size = self.config.size
+        self.length = self.config.train_size if split == "train" else self.config.val_size
+        self.num_classes = self.config.n_shapes
+        self.class_names = {
+            "shape": list(SHAPES[: self.config.n_shapes]),
+            "colour": list(PALETTE)[: self.config.n_colours],
+        }
+        self._colours = torch.tensor(list(PALETTE.values())[: self.config.n_colours], dtype=torch.float32)
+        self._labels: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def index_seed(self, index: int) -> int:
+        """Generator seed of image ``index``: distinct for every (seed, split, index)."""
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.split} split of {self.length}")
+        return splitmix64(((self.config.seed * 2 + SPLITS.index(self.split)) << 32) + index)
+
+    def params(self, index: int) -> dict:
+        """All random choices of image ``index`` as Python numbers (cheap: labels need no rendering)."""
+        u = torch.rand(_N_RANDOM, generator=torch.Generator().manual_seed(self.index_seed(index))).tolist()
+        cfg = self.config
+        radius = 0.16 + 0.2 * u[2]  # circumscribed radius, fraction of the image side
+        return {
+            "shape": min(int(u[0] * cfg.n_shapes), cfg.n_shapes - 1),
+            "colour": min(int(u[1] * cfg.n_colours), cfg.n_colours - 1),
+            "radius": radius,
+            "centre": (radius + (1 - 2 * radius) * u[3], radius + (1 - 2 * radius) * u[4]),  # (y, x): inside
+            "angle": u[5] * 2 * math.pi,
+            "background": min(int(u[6] * 3), 2),  # noise, stripes, checker
+            "bg_colours": [0.12 + 0.6 * x for x in u[7:13]],  # muted, so palette colours stand out
+            "bg_angle": u[13] * math.pi,
+            "bg_freq": 2 + 6 * u[14],
+            "bg_phase": u[15] * 2 * math.pi,
+            "noise": u[16:32],
+        }
+
+    def _background(self, p: dict) -> torch.Tensor:
+        s = self.size
+        if p["background"] == 0:
+            grid = torch.tensor(p["noise"]).view(1, 1, 4, 4)
+            t = F.interpolate(grid, size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+        else:
+            ys, xs = _grid(s)
+            c, sn, f = math.cos(p["bg_angle"]), math.sin(p["bg_angle"]), p["bg_freq"]
+            along, across = xs * c + ys * sn, ys * c - xs * sn
+            if p["background"] == 1:
+                t = torch.sin(along * (2 * math.pi * f) + p["bg_phase"]).mul_(0.5).add_(0.5)
+            else:
+                t = torch.remainder(torch.floor(along * f) + torch.floor(across * f), 2)
+        a, b = torch.tensor(p["bg_colours"]).view(2, 3, 1, 1)
+        return torch.addcmul(a, b - a, t)
+
+    def render(self, index: int, params: dict | None = None) -> torch.Tensor:
+        """Image ``index`` as a uint8 (3, size, size) tensor."""
+        p = params or self.params(index)
+        ys, xs = _grid(self.size)
+        r = p["radius"]
+        dy, dx = ys - p["centre"][0], xs - p["centre"][1]
+        c, s = math.cos(p["angle"]) / r, math.sin(p["angle"]) / r
+        u, v_ = dx * c + dy * s, dy * c - dx * s
+        dist = _SDF[SHAPES[p["shape"]]](u, v_)
+        alpha = dist.mul_(-r * self.size).add_(0.5).clamp_(0, 1)  # one-pixel anti-aliased edge
+        bg = self._background(p)
+        img = torch.addcmul(bg, self._colours[p["colour"]].view(3, 1, 1) - bg, alpha)
+        return img.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        p = self.params(index)
+        return self.render(index, p), p["shape"]
+
+    def labels(self, task: str = "shape") -> torch.Tensor:
+        """Long tensor of every image's label for ``task`` ("shape" or "colour")."""
+        if task not in self.tasks:
+            raise ValueError(f"unknown task {task!r}; shapes has {', '.join(self.tasks)}")
+        if task not in self._labels:
+            ps = [self.params(i) for i in range(self.length)]
+            for t in self.tasks:
+                self._labels[t] = torch.tensor([p[t] for p in ps], dtype=torch.long)
+        return self._labels[task]
+
+    @property
+    def label_names(self) -> dict[str, list[int]]:
+        """Per-index labels of every task (the ``registries.datasets`` multi-task contract)."""
+        return {t: self.labels(t).tolist() for t in self.tasks}
+
+
+# --------------------------------------------------------------------------- local files
+
+
+def _require_files(name: str, folder: str, files: list[str], what: str) -> None:
+    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        raise MissingDataError(f"{name}: {folder} must hold {what}; missing: {', '.join(missing)}")
+
+
+@attrs.frozen
+class _RootConfig:
+    root: str = attrs.field(validator=attrs.validators.instance_of(str))
+    #: torchvision's md5 check of every file (off: only the files' presence is checked)
+    verify_md5: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+
+
+class ImageFolderData(ImageFolder):
+    """ImageNet-layout class folders under root/train and root/val (torchvision ImageFolder).
+
+    Labels are the sorted class-folder names of the split, so train and val must
+    have the same class folders or labels would silently disagree.
+    """
+
+    @attrs.frozen
+    class Config:
+        root: str = attrs.field(validator=attrs.validators.instance_of(str))
+
+    def __init__(self, config: Config, split: str):
+        _check_split(split)
+        root = os.path.expanduser(config.root)
+        path = os.path.join(root, split)
+        layout = f"expected ImageNet layout {path}/<class>/<image>.JPEG"
+        if not os.path.isdir(path):
+            raise MissingDataError(f"imagefolder: directory {path} does not exist; {layout}")
+        try:
+            super().__init__(path)
+        except FileNotFoundError as exc:
+            raise MissingDataError(f"imagefolder: no usable images in {path} ({exc}); {layout}") from None
+        other = os.path.join(root, "val" if split == "train" else "train")
+        if os.path.isdir(other):
+            theirs = sorted(e.name for e in os.scandir(other) if e.is_dir())
+            if theirs != self.classes:
+                raise ValueError(f"imagefolder: {path} and {other} must have the same class folders")
+        self.num_classes = len(self.classes)
+
+
+class _LocalTorchvision:
+    """Mixin: check the files are there (MissingDataError), then load with download=False.
+
+    torchvision checks every file against the official md5; ``verify_md5: false``
+    skips that (only presence is checked), e.g. for re-packed or test files.
+    """
+
+    name: str
+    archive: str
+
+    def _required(self, split: str, verify: bool) -> list[str]:
+        raise NotImplementedError
+
+    def _check_integrity(self) -> bool:
+        return super()._check_integrity() if self._verify_md5 else True
+
+    def _open(self, config: _RootConfig, our_split: str, **kwargs) -> None:
+        _check_split(our_split)
+        root = os.path.expanduser(config.root)
+        folder = os.path.join(root, self.base_folder)
+        _require_files(
+            self.name, folder, self._required(our_split, config.verify_md5), f"the files extracted from {self.archive}"
+        )
+        self._verify_md5 = config.verify_md5
+        if not config.verify_md5 and hasattr(self, "meta"):
+            self.meta = {**self.meta, "md5": None}  # CIFAR checks its meta file separately
+        try:
+            super().__init__(root, download=False, **kwargs)
+        except RuntimeError:
+            raise MissingDataError(
+                f"{self.name}: files in {folder} do not match the official md5 checksums "
+                f"(corrupt or wrong version); re-extract {self.archive} there, or set verify_md5: false"
+            ) from None
+
+
+class Cifar10(_LocalTorchvision, CIFAR10):
+    """CIFAR-10 (32x32, 10 classes) from root/cifar-10-batches-py, python-version batches."""
+
+    Config = _RootConfig
+    name, archive = "cifar10", "cifar-10-python.tar.gz"
+
+    def _required(self, split, verify):
+        return [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+
+    def __init__(self, config: _RootConfig, split: str):
+        self._open(config, split, train=split == "train")
+        self.num_classes = len(self.classes)
+
+
+class Cifar100(_LocalTorchvision, CIFAR100):
+    """CIFAR-100 (32x32, 100 fine classes) from root/cifar-100-python, python-version files."""
+
+    Config = _RootConfig
+    name, archive = "cifar100", "cifar-100-python.tar.gz"
+    _required = Cifar10._required
+    __init__ = Cifar10.__init__
+
+
+class Stl10(_LocalTorchvision, STL10):
+    """STL-10 (96x96, 10 classes) from root/stl10_binary: train split, test split as val.
+
+    torchvision's md5 check covers unlabeled_X.bin (2.6 GB) too, so with
+    verify_md5 on that file must be present even though it is never read.
+    """
+
+    Config = _RootConfig
+    name, archive = "stl10", "stl10_binary.tar.gz"
+
+    def _required(self, split, verify):
+        if verify:
+            return [f for f, _ in self.train_list + self.test_list]
+        return ["train_X.bin", "train_y.bin"] if split == "train" else ["test_X.bin", "test_y.bin"]
+
+    def __init__(self, config: _RootConfig, split: str):
+        self._open(config, split, split="train" if split == "train" else "test")
+        self.num_classes = 10

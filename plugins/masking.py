@@ -1,0 +1,157 @@
+"""I-JEPA multiblock masking, vectorised over the batch.
+
+The official ``MaskCollator`` loops over images and blocks in Python and draws
+positions with ``randint(0, H - h)``, an exclusive bound that never places a
+block on the last row or column. Here the whole batch is sampled at once: target
+indices are corner + offsets, the context is a boolean grid built by broadcasting
+with the targets scattered out, and positions are uniform over every valid place
+(``upstream_bounds=True`` restores the exclusive bound).
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import torch
+
+from jepa_core import hookimpl
+from registries.transformations import Masking, Masks
+from registries.validators import as_pair, interval, positive_int
+
+#: vectorised re-draws of the context position for images left with < min_keep patches
+MAX_TRIES = 100
+
+
+def _positive_interval(high: float):
+    """A pair (a, b) with 0 < a <= b <= high: a zero scale or aspect makes an empty block."""
+    pair = interval(0.0, high)
+
+    def check(instance, attribute, value) -> None:
+        pair(instance, attribute, value)
+        if value[0] <= 0:
+            raise ValueError(f"'{attribute.name}' must be [min, max] with 0 < min, got {list(value)!r}", attribute)
+
+    return check
+
+
+_bool = attrs.validators.instance_of(bool)
+
+
+def block_size(u_scale: float, u_aspect: float, scale, aspect, grid) -> tuple[int, int]:
+    """(h, w) of a block from two uniforms in [0, 1), as the official code (h < rows, w < cols)."""
+    rows, cols = grid
+    area = rows * cols * (scale[0] + u_scale * (scale[1] - scale[0]))
+    ratio = aspect[0] + u_aspect * (aspect[1] - aspect[0])
+    h = round(math.sqrt(area * ratio))
+    w = round(math.sqrt(area / ratio))
+    return max(1, min(h, rows - 1)), max(1, min(w, cols - 1))
+
+
+def position_high(size: int, extent: int, upstream_bounds: bool) -> int:
+    """Exclusive upper bound of a block's top (or left): every valid place unless upstream."""
+    return max(extent - size, 1) if upstream_bounds else extent - size + 1
+
+
+class MultiBlock(Masking):
+    """I-JEPA multiblock masking: M target blocks, one context block minus the targets.
+
+    One target size and one context size are drawn per batch (so masks stack);
+    positions are drawn per image and per block. ``sample`` returns ``Masks``
+    with sorted flat indices ``row * cols + col`` on the CPU.
+    """
+
+    @attrs.frozen
+    class Config:
+        """Defaults are the official I-JEPA configuration (RECIPES.md)."""
+
+        n_targets: int = attrs.field(default=4, validator=positive_int)
+        target_scale: tuple = attrs.field(default=(0.15, 0.2), converter=as_pair, validator=_positive_interval(1.0))
+        target_aspect: tuple = attrs.field(default=(0.75, 1.5), converter=as_pair, validator=_positive_interval(math.inf))
+        context_scale: tuple = attrs.field(default=(0.85, 1.0), converter=as_pair, validator=_positive_interval(1.0))
+        context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=as_pair, validator=_positive_interval(math.inf))
+        min_keep: int = attrs.field(default=10, validator=positive_int)
+        allow_overlap: bool = attrs.field(default=False, validator=_bool)
+        upstream_bounds: bool = attrs.field(default=False, validator=_bool)
+
+    def __init__(self, config: "MultiBlock.Config | None", grid: tuple[int, int]):
+        config = config if config is not None else MultiBlock.Config()
+        super().__init__(config, grid)
+        rows, cols = self.grid
+        if rows < 1 or cols < 1:
+            raise ValueError(f"multiblock: the patch grid must be positive, got {self.grid}")
+        # Fail at build time when even the largest context block cannot hold min_keep.
+        largest = max(
+            math.prod(block_size(1.0, a / 10, config.context_scale, config.context_aspect, self.grid))
+            for a in range(11)
+        )
+        if largest < config.min_keep:
+            raise ValueError(
+                f"multiblock: 'min_keep' = {config.min_keep} exceeds the largest context block "
+                f"({largest} patches on a {rows}x{cols} grid)"
+            )
+        self._rows = torch.arange(rows)
+        self._cols = torch.arange(cols)
+
+    def _positions(self, size, n: tuple[int, ...], g: torch.Generator):
+        """Top and left corners, uniform over the valid places, shape ``n``."""
+        (h, w), (rows, cols), up = size, self.grid, self.config.upstream_bounds
+        top = torch.randint(0, position_high(h, rows, up), n, generator=g)
+        left = torch.randint(0, position_high(w, cols, up), n, generator=g)
+        return top, left
+
+    def _context_mask(self, top, left, h: int, w: int, targets) -> torch.Tensor:
+        """(n, rows*cols) bool: the context block (broadcast arange comparisons) minus ``targets``."""
+        r = (self._rows >= top[:, None]) & (self._rows < top[:, None] + h)
+        c = (self._cols >= left[:, None]) & (self._cols < left[:, None] + w)
+        keep = (r[:, :, None] & c[:, None, :]).flatten(1)
+        # The target indices are already at hand: scattering False is cheaper than
+        # building and OR-ing a (B, M, rows, cols) grid per target block.
+        return keep.scatter_(1, targets.flatten(1), False)
+
+    def _offsets(self, h: int, w: int) -> torch.Tensor:
+        """Sorted flat offsets of an h x w block from its top-left corner."""
+        return (torch.arange(h)[:, None] * self.grid[1] + torch.arange(w)).flatten()
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
+        cfg, g, cols = self.config, generator, self.grid[1]
+        u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
+        th, tw = block_size(u[0], u[1], cfg.target_scale, cfg.target_aspect, self.grid)
+        ch, cw = block_size(u[2], u[3], cfg.context_scale, cfg.context_aspect, self.grid)
+
+        # Targets: every block has exactly th*tw patches, so indices are offsets from the corner.
+        t_top, t_left = self._positions((th, tw), (batch_size, cfg.n_targets), g)
+        targets = (t_top * cols + t_left)[..., None] + self._offsets(th, tw)
+
+        c_top, c_left = self._positions((ch, cw), (batch_size,), g)
+        if ch * cw < cfg.min_keep:
+            raise RuntimeError(
+                f"multiblock: the {ch}x{cw} context block drawn for this batch holds fewer than "
+                f"min_keep={cfg.min_keep} patches; lower 'min_keep' or raise 'context_scale'"
+            )
+        if cfg.allow_overlap:  # the whole block, like the targets
+            return Masks((c_top * cols + c_left)[:, None] + self._offsets(ch, cw), targets)
+        keep = self._context_mask(c_top, c_left, ch, cw, targets)
+        rank = keep.cumsum(1)  # rank[:, -1] is each image's context size
+        # As upstream: re-draw the context position of the (few) images left too small.
+        for tries in range(MAX_TRIES + 1):
+            bad = (rank[:, -1] < cfg.min_keep).nonzero().flatten()
+            if bad.numel() == 0:
+                break
+            if tries == MAX_TRIES:
+                raise RuntimeError(
+                    f"multiblock: no context position kept min_keep={cfg.min_keep} patches outside the "
+                    f"targets after {MAX_TRIES} tries; lower 'min_keep' or the target scale/count"
+                )
+            top, left = self._positions((ch, cw), (bad.numel(),), g)
+            keep[bad] = self._context_mask(top, left, ch, cw, targets[bad])
+            rank = keep.cumsum(1)
+        # Truncate to the shortest context: the first n kept indices of each row, in row-major order.
+        n = int(rank[:, -1].min())
+        context = (keep & (rank <= n)).nonzero()[:, 1].view(batch_size, n)
+        return Masks(context, targets)
+
+
+@hookimpl
+def jepa_register_transformations(registry):
+    registry.register("multiblock", MultiBlock)

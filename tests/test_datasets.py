@@ -1,0 +1,207 @@
+"""The built-in datasets plugin, on procedural data and tiny fake files made here."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from plugins import datasets as P
+from registries import ComponentError, Registry
+from registries.datasets import MissingDataError
+
+
+@pytest.fixture(scope="module")
+def registry():
+    reg = Registry("datasets")
+    P.jepa_register_datasets(reg)
+    return reg
+
+
+def test_registration_lists_every_dataset_with_a_description(registry):
+    assert registry.names() == ["cifar10", "cifar100", "imagefolder", "shapes", "stl10"]
+    for entry in registry.entries():
+        assert entry.description and entry.config is not None
+    with pytest.raises(ComponentError, match="did you mean 'size'"):
+        registry.create("shapes", "train", sizee=32)
+    with pytest.raises(ComponentError, match="n_shapes"):
+        registry.create("shapes", "train", n_shapes=99)
+    with pytest.raises(ComponentError, match="needs parameter 'root'"):
+        registry.create("cifar10", "train")
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def test_shapes_deterministic_and_varied(registry):
+    ds = registry.create("shapes", "train", train_size=16)
+    again = registry.create("shapes", "train", train_size=16)
+    img, label = ds[3]
+    assert img.dtype == torch.uint8 and img.shape == (3, 64, 64)
+    assert torch.equal(img, ds[3][0]) and torch.equal(img, again[3][0]) and label == again[3][1]
+    images = [ds[i][0] for i in range(8)]
+    assert all(not torch.equal(images[i], images[j]) for i in range(8) for j in range(i))
+    other_seed = registry.create("shapes", "train", train_size=16, seed=1)
+    assert not torch.equal(img, other_seed[3][0])
+
+
+def test_shapes_labels_in_range_and_consistent():
+    ds = P.Shapes(P.Shapes.Config(train_size=200, n_shapes=8, n_colours=5), "train")
+    assert ds.num_classes == 8 and ds.tasks == ("shape", "colour")
+    shape, colour = ds.labels("shape"), ds.labels("colour")
+    assert shape.dtype == torch.long and shape.shape == (200,)
+    assert set(shape.tolist()) == set(range(8)) and set(colour.tolist()) == set(range(5))
+    assert [ds[i][1] for i in range(10)] == shape[:10].tolist()
+    assert ds.label_names == {"shape": shape.tolist(), "colour": colour.tolist()}
+    assert ds.class_names["shape"][:3] == ["circle", "square", "triangle"] and len(ds.class_names["colour"]) == 5
+    with pytest.raises(ValueError, match="unknown task"):
+        ds.labels("size")
+
+
+def test_shapes_train_val_disjoint():
+    cfg = P.Shapes.Config(train_size=300, val_size=300)
+    train, val = P.Shapes(cfg, "train"), P.Shapes(cfg, "val")
+    assert len(train) == 300 and len(val) == 300
+    seeds_train = {train.index_seed(i) for i in range(300)}
+    seeds_val = {val.index_seed(i) for i in range(300)}
+    assert len(seeds_train) == len(seeds_val) == 300 and not seeds_train & seeds_val
+    assert not torch.equal(train[0][0], val[0][0])
+    with pytest.raises(IndexError):
+        train[300]
+
+
+@pytest.mark.parametrize("size", [32, 96])
+def test_shapes_any_size(size):
+    ds = P.Shapes(P.Shapes.Config(size=size, train_size=4), "train")
+    img, _ = ds[0]
+    assert img.shape == (3, size, size) and img.dtype == torch.uint8
+    assert img.float().std() > 5  # not blank
+
+
+def test_shapes_same_scene_at_two_sizes():
+    """The size only changes the sampling grid: a downscaled 128px image looks like the 32px one."""
+    small = P.Shapes(P.Shapes.Config(size=32, train_size=4), "train")[1][0].float()
+    big = P.Shapes(P.Shapes.Config(size=128, train_size=4), "train")[1][0].float()
+    down = torch.nn.functional.avg_pool2d(big[None], 4)[0]
+    assert (down - small).abs().mean() < 12
+
+
+# --------------------------------------------------------------------------- imagefolder
+
+
+def _tree(root, classes=("cat", "dog"), splits=("train", "val")):
+    for split in splits:
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for k in range(2):
+                Image.new("RGB", (20 + k, 16), (40 * c, 100, 7 * k)).save(d / f"{k}.png")
+            Image.new("L", (12, 12), 128).save(d / "grey.JPEG")
+
+
+def test_imagefolder_reads_both_splits(registry, tmp_path):
+    _tree(tmp_path)
+    for split in ("train", "val"):
+        ds = registry.create("imagefolder", split, root=str(tmp_path))
+        assert len(ds) == 6 and ds.num_classes == 2 and ds.classes == ["cat", "dog"]
+        img, label = ds[5]
+        assert img.mode == "RGB" and label == 1
+
+
+def test_imagefolder_missing_and_inconsistent(registry, tmp_path):
+    with pytest.raises(MissingDataError, match=rf"{tmp_path}/train does not exist.*{tmp_path}/train/<class>/<image>\.JPEG"):
+        registry.create("imagefolder", "train", root=str(tmp_path))
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(MissingDataError, match=f"no usable images in {tmp_path}/val"):
+        registry.create("imagefolder", "val", root=str(tmp_path))
+    (tmp_path / "val").rename(tmp_path / "old")
+    _tree(tmp_path, splits=("train",))
+    _tree(tmp_path, classes=("cat", "emu"), splits=("val",))
+    with pytest.raises(ValueError, match="same class folders"):
+        registry.create("imagefolder", "train", root=str(tmp_path))
+
+
+# --------------------------------------------------------------------------- cifar / stl
+# The real torchvision loaders run on these files; only torchvision's md5 check
+# (which no fake file can pass) is skipped with verify_md5=False, and a separate
+# test shows verify_md5=True rejects them.
+
+
+def _pickle(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def _fake_cifar10(root, n=4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        labels = list(rng.integers(0, 10, n))
+        _pickle(folder / name, {"data": data, "labels": [int(x) for x in labels]})
+        batches[name] = (data, labels)
+    _pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    return batches
+
+
+def test_cifar10_loads_fake_batches(registry, tmp_path):
+    batches = _fake_cifar10(tmp_path)
+    train = registry.create("cifar10", "train", root=str(tmp_path), verify_md5=False)
+    val = registry.create("cifar10", "val", root=str(tmp_path), verify_md5=False)
+    assert len(train) == 20 and len(val) == 4 and train.num_classes == 10
+    img, label = val[2]
+    data, labels = batches["test_batch"]
+    expected = torch.from_numpy(data[2].reshape(3, 32, 32))
+    assert torch.equal(torch.from_numpy(np.array(img)).permute(2, 0, 1), expected) and label == labels[2]
+    with pytest.raises(MissingDataError, match="do not match the official md5.*verify_md5: false"):
+        registry.create("cifar10", "train", root=str(tmp_path))
+
+
+def test_cifar100_loads_fake_files(registry, tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    for name, n in (("train", 5), ("test", 3)):
+        data = np.full((n, 3072), 7, dtype=np.uint8)
+        _pickle(folder / name, {"data": data, "fine_labels": list(range(n)), "coarse_labels": [0] * n})
+    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    ds = registry.create("cifar100", "val", root=str(tmp_path), verify_md5=False)
+    assert len(ds) == 3 and ds.num_classes == 100 and ds[2][1] == 2
+
+
+def test_cifar_missing_files_name_the_path(registry, tmp_path):
+    with pytest.raises(MissingDataError, match=f"{tmp_path}/cifar-10-batches-py must hold .*missing: data_batch_1"):
+        registry.create("cifar10", "train", root=str(tmp_path))
+    with pytest.raises(MissingDataError, match=f"{tmp_path}/cifar-100-python must hold"):
+        registry.create("cifar100", "val", root=str(tmp_path), verify_md5=False)
+
+
+def test_stl10_loads_fake_binaries_column_major(registry, tmp_path):
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    images = {}
+    for split, n in (("train", 3), ("test", 2)):
+        imgs = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)  # (N, C, row, col)
+        # STL-10 stores each channel column-major, i.e. as (N, C, col, row) in C order.
+        imgs.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")
+        np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{split}_y.bin")  # 1-based on disk
+        images[split] = imgs
+    train = registry.create("stl10", "train", root=str(tmp_path), verify_md5=False)
+    val = registry.create("stl10", "val", root=str(tmp_path), verify_md5=False)
+    assert len(train) == 3 and len(val) == 2 and val.num_classes == 10
+    img, label = val[1]
+    assert torch.equal(torch.from_numpy(np.array(img)).permute(2, 0, 1), torch.from_numpy(images["test"][1]))
+    assert label == 1
+    # with md5 checks on, torchvision also wants unlabeled_X.bin: the error says so
+    with pytest.raises(MissingDataError, match=f"{tmp_path}/stl10_binary must hold .*missing: unlabeled_X.bin"):
+        registry.create("stl10", "train", root=str(tmp_path))
+
+
+def test_stl10_missing_root(registry, tmp_path):
+    with pytest.raises(MissingDataError, match=f"{tmp_path}/stl10_binary must hold .*missing: test_X.bin, test_y.bin"):
+        registry.create("stl10", "val", root=str(tmp_path), verify_md5=False)
