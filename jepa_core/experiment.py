@@ -22,7 +22,7 @@ from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.views import Views
 from registries import ComponentError
 from registries.datasets import MissingDataError
-from registries.transformations import Masking, Transformation
+from registries.transformations import ENCODINGS, Masking, Transformation
 
 
 @attrs.define
@@ -116,14 +116,34 @@ def _pipeline(loaded: LoadedConfig, registries: Registries, which: str, image_si
     for i, spec in enumerate(getattr(loaded.config.views, which)):
         key = f"views.{which}.{i}"
         with at(loaded, key):
+            _expect(registries, spec.name, Transformation, "an image transformation; masks go under views.masking")
             op = registries.transformations.create(spec.name, **spec.params)
-            if not isinstance(op, Transformation):
-                raise ComponentError(f"{spec.name!r} is a {type(op).__name__}, not an image transformation")
             op.check_image_size(image_size, image_size)
+            _check_encodable(spec.name, op)
         if spec.name in dict(ops):
             raise loaded.error(f"{key}.name", f"{spec.name!r} appears twice in views.{which}")
         ops.append((spec.name, op))
     return ops
+
+
+def _expect(registries: Registries, name: str, base: type, what: str) -> None:
+    factory = registries.transformations.get(name).factory
+    if isinstance(factory, type) and not issubclass(factory, base):
+        raise ComponentError(f"{name!r} is not {what}")
+
+
+def _check_encodable(name: str, op: Transformation) -> None:
+    """Try the action encoding on two samples, so a broken op fails before training."""
+    if op.encoding not in ENCODINGS:
+        raise ValueError(f"{name!r} declares action encoding {op.encoding!r}; valid: {', '.join(ENCODINGS)}")
+    params = op.sample(2, torch.Generator().manual_seed(0))
+    try:
+        action = op.encode(params, op.null_params(2))
+    except Exception as exc:
+        raise ValueError(f"the action of {name!r} cannot be encoded ({type(exc).__name__}: {exc})") from None
+    if tuple(action.shape) != (2, op.action_dim):
+        raise ValueError(f"{name!r} encodes an action of shape {tuple(action.shape)[1:]}, but declares action_dim "
+                         f"{op.action_dim}")
 
 
 def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, int]) -> Views:
@@ -132,9 +152,8 @@ def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, i
     source = _pipeline(loaded, registries, "source", size)
     spec = loaded.config.views.masking
     with at(loaded, "views.masking"):
+        _expect(registries, spec.name, Masking, "a masking transformation (it outputs images, not token indices)")
         masking = registries.transformations.create(spec.name, grid, **spec.params)
-        if not isinstance(masking, Masking):
-            raise ComponentError(f"{spec.name!r} is not a masking transformation (it outputs images, not indices)")
     with at(loaded, "views"):
         for name, op in target:
             other = dict(source).get(name)

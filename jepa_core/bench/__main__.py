@@ -1,0 +1,50 @@
+"""``python -m jepa_core.bench [--device cpu|cuda] [--json] [--suite NAME ...]``.
+
+Each suite measures our implementation and, where there is one, its
+reference in the same process, and prints the figures side by side with the
+ratio. Targets live here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+import torch
+
+SUITES = ("masking", "photometric")
+
+
+def format_rows(rows: list[dict]) -> str:
+    table = [("suite", "measurement", "value", "reference", "ratio", "target")]
+    for r in rows:
+        ref = f"{r['reference']:.4g} {r['unit']}" if r.get("reference") is not None else "-"
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-"
+        table.append((r["suite"], r["name"], f"{r['value']:.4g} {r['unit']}", ref, ratio, r.get("target", "")))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    rows = []
+    for name in args.suite or SUITES:
+        suite = importlib.import_module(f"jepa_core.bench.{name}")
+        rows += suite.run(args.device)
+        if not args.json:
+            print(f"# {name} done", file=sys.stderr)
+    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

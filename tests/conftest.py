@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny experiment that trains in seconds on the CPU."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "data": {
+        "dataset": {"name": "shapes", "size": 48, "train_size": 256, "val_size": 64},
+        "image_size": 48, "batch_size": 16, "num_workers": 0, "crop_scale": [0.5, 1.0],
+    },
+    "encoder": {"name": "vit_tiny_patch16_224", "patch_size": 8, "depth": 2},
+    "views": {"masking": {"name": "multiblock", "min_keep": 4}},
+    "predictor": {"name": "vit", "depth": 1, "width": 64, "heads": 2},
+    "target": {"name": "ema", "momentum": [0.99, 1.0]},
+    "optim": {"lr": 1.0e-3, "start_lr": 1.0e-4, "warmup_steps": 5},
+    "train": {"steps": 30, "log_every": 1, "checkpoint_every": 10},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    """A tiny I-JEPA config file (48 px, 6x6 patches, 2-layer encoder)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def write(tmp_path):
+    """write("name.yaml", text) -> path, with the text dedented."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return _write

@@ -1,0 +1,80 @@
+"""Config: strict YAML with base inheritance, --set overrides and one-line errors."""
+
+import pytest
+
+from jepa_core.config import ConfigError, dump_yaml, load_config
+from jepa_core.launch import main as launch
+
+
+def test_base_inheritance_and_typed_overrides(write):
+    write("base.yaml", """
+        name: base
+        predictor: {name: vit, depth: 6, width: 96, heads: 4}
+        train: {steps: 100, seed: 1}
+        views:
+          source: [{name: grayscale, p: 0.2}]
+    """)
+    child = write("sub/child.yaml", """
+        base: ../base.yaml
+        name: child
+        predictor: {depth: 12}
+    """)
+    loaded = load_config(child, ["train.steps=7", "optim.lr=1e-3", "views.source.0.p=0.5", "conditioning=feature"])
+    cfg = loaded.config
+    assert cfg.name == "child"
+    assert cfg.predictor.params == {"depth": 12, "width": 96, "heads": 4}  # merged key by key
+    assert cfg.train.steps == 7 and cfg.train.seed == 1
+    assert cfg.optim.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string; a float field accepts it
+    assert cfg.views.source[0].params == {"p": 0.5}
+    assert cfg.conditioning.name == "feature"
+    assert loaded.origin("predictor.width").endswith("base.yaml")
+    assert loaded.origin("predictor.depth").endswith("child.yaml")
+    assert load_config(write("again.yaml", dump_yaml(cfg))).config == cfg  # resolved config round-trips
+
+
+@pytest.mark.parametrize("text, overrides, expected", [
+    ("train: {stpes: 3}\n", [], "bad.yaml: train.stpes: unknown key (did you mean 'steps'?)"),
+    ("train: {steps: many}\n", [], "bad.yaml: train.steps: must be an integer, got 'many'"),
+    ("data: {flip_p: 1.5}\n", [], "bad.yaml: data.flip_p: 'flip_p' is a probability and must be in [0, 1]"),
+    ("predictor: {name: vitt}\n", [], "bad.yaml: predictor.name: unknown predictors 'vitt' (did you mean 'vit'?)"),
+    ("predictor: {name: vit, depht: 2}\n", [], "bad.yaml: predictor.depht: predictors 'vit' has no parameter"),
+    ("base: missing.yaml\n", [], "bad.yaml: base: file"),
+    ("train: [unclosed\n", [], "bad.yaml: unreadable YAML at line"),
+    ("name: x\n", ["train.steps=0"], "--set train.steps: train.steps: 'steps' must be an integer >= 1"),
+    ("encoder: {name: vit_tiny_patch16_22}\n", [], "encoder.name: unknown timm Vision Transformer"),
+    ("plugins: [nowhere.py]\n", [], "bad.yaml: plugins.0: plugin file"),
+])
+def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
+    bad = write("bad.yaml", text)
+    run_dir = tmp_path / "existing_run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("precious: true\n")
+    argv = [str(bad), "--output", str(run_dir)] + [a for o in overrides for a in ("--set", o)]
+    assert launch(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert expected in err, err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+    assert (run_dir / "config.yaml").read_text() == "precious: true\n"
+
+
+def test_a_different_config_never_reuses_a_run_directory(tiny_config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert launch([str(tiny_config), "--output", str(run_dir), "--set", "train.steps=2"]) == 0
+    before = (run_dir / "config.yaml").read_text()
+    assert launch([str(tiny_config), "--output", str(run_dir), "--set", "train.steps=3"]) == 2
+    assert "first difference at train.steps" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == before
+
+
+def test_set_needs_key_value():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config("experiments/quickstart.yaml", ["train.steps"])
+
+
+def test_dry_run_builds_everything_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert launch(["experiments/ijepa.yaml", "--dry-run", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "patch grid: 16x16" in printed
+    assert not out.exists()
