@@ -183,7 +183,10 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
             cfg.predictor.name, encoder.embed_dim, encoder.grid, conditioner, **cfg.predictor.params
         )
     with at(loaded, "target"):
-        target = registries.targets.create(cfg.target.name, encoder, **cfg.target.params)
+        target = registries.targets.create(cfg.target.name, encoder, predictor, **cfg.target.params)
+        if target.symmetric and views.action_dim:
+            raise ValueError(f"target {cfg.target.name!r} is symmetric (views swapped), so it cannot be "
+                             "action-conditioned; remove the photometric ops' actions or use another target")
     evaluators = []
     for i, spec in enumerate(cfg.eval):
         with at(loaded, f"eval.{i}"):

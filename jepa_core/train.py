@@ -45,10 +45,11 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def param_groups(modules: list[nn.Module]) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on matrices only, never on biases and 1-D parameters."""
-    decay, no_decay = [], []
+    decay, no_decay, seen = [], [], set()
     for module in modules:
         for name, param in module.named_parameters():
-            if param.requires_grad:
+            if param.requires_grad and id(param) not in seen:  # a module may share another's parameters
+                seen.add(id(param))
                 (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
     return [{"params": decay, "wd_scheduled": True}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -132,11 +133,16 @@ class Trainer:
 
     # ------------------------------------------------------------------- step
     def _forward_loss(self, views) -> torch.Tensor:
-        masks = views.masks
+        loss = self._predict_loss(views.source, views.target, views.masks, views.action)
+        if self.exp.target.symmetric:
+            loss = loss + self._predict_loss(views.target, views.source, views.masks, None)
+        return loss
+
+    def _predict_loss(self, source, target_view, masks, action) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            context = self.encoder(views.source, masks.context)
-            prediction = self.predictor(context, masks.context, masks.targets, views.action)
-            target = self.exp.target(views.target, masks.targets)
+            context = self.encoder(source, masks.context)
+            prediction = self.predictor(context, masks.context, masks.targets, action)
+            target = self.exp.target(target_view, masks.targets)
         return self.exp.target.loss(prediction.float(), target.float())
 
     def _compiled_step(self):

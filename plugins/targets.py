@@ -24,7 +24,7 @@ class EMATarget(Target):
         loss: str = attrs.field(default="smooth_l1", validator=one_of("smooth_l1", "l2"))
         layer_norm: bool = True
 
-    def __init__(self, config: Config, encoder):
+    def __init__(self, config: Config, encoder, predictor=None):
         super().__init__()
         self.config = config
         self.encoder = copy.deepcopy(encoder).requires_grad_(False)

@@ -1,9 +1,12 @@
 """Targets: what is predicted, and the loss that compares it.
 
-Built as ``factory(config, encoder)``. A target that keeps a momentum copy
-lists ``(online, copy)`` pairs in ``momentum_pairs`` (solo-learn style) and
-its schedule in ``momentum(step, total_steps)``; the engine does the EMA
-update after each optimizer step, so the schedule stays a pure function.
+Built as ``factory(config, encoder, predictor)`` (the online modules, so a
+contrastive target can embed the other view through them). A target that
+keeps a momentum copy lists ``(online, copy)`` pairs in ``momentum_pairs``
+(solo-learn style) and its schedule in ``momentum(step, total_steps)``; the
+engine does the EMA update after each optimizer step, so the schedule stays a
+pure function. A ``symmetric`` target also gets the loss with the two views
+swapped (MoCo v3), added to the first; it cannot be action-conditioned.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from torch import nn
 
 class Target(nn.Module):
     """Base class of targets."""
+
+    #: also compute the loss with source and target views swapped, and add it
+    symmetric: bool = False
 
     def forward(self, images: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
         """(B, M, Nt, D) features of ``images`` at ``target_idx`` (B, M, Nt)."""
