@@ -23,6 +23,7 @@ from jepa_core.schema import Component, ExperimentConfig
 from registries import did_you_mean
 
 SET_ORIGIN = "--set"
+SWEEP_KEY = "sweep"
 
 
 class ConfigError(ValueError):
@@ -246,10 +247,19 @@ def _structure_attrs(cls: type, value: Any, key: str, ctx: _Ctx) -> Any:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> LoadedConfig:
     """Load, merge, override and validate ``path``; raises :class:`ConfigError`."""
-    path = Path(path)
     origins: dict[str, str] = {}
     data = load_raw(path, origins)
+    if SWEEP_KEY in data:
+        raise ConfigError(f"{path}: sweep: this file is a sweep; launch it with python -m jepa_core.launch")
+    return resolve(data, origins, path, overrides)
+
+
+def resolve(data: dict[str, Any], origins: dict[str, str], path: str | Path,
+            overrides: list[str] = ()) -> LoadedConfig:
+    """Apply ``overrides`` to merged YAML ``data`` and validate it."""
+    path = Path(path)
     data = copy.deepcopy(data)
+    origins = dict(origins)
     for assignment in overrides:
         apply_override(data, assignment, origins)
     config = _structure_attrs(ExperimentConfig, data, "", _Ctx(origins, str(path)))

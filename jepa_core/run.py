@@ -7,6 +7,7 @@ same wherever it executes.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,18 @@ from jepa_core.distributed import DistInfo
 from jepa_core.experiment import Experiment, at
 
 CONFIG = "config.yaml"
+STATUS = "status.json"
+
+
+def run_state(run_dir: str | Path) -> str:
+    """pending (nothing yet), started (checkpoint or metrics), finished or failed."""
+    run_dir = Path(run_dir)
+    status = run_dir / STATUS
+    if status.is_file():
+        return json.loads(status.read_text()).get("state", "unknown")
+    if checkpoint.latest(run_dir) or (run_dir / "metrics.jsonl").is_file():
+        return "started"
+    return "pending"
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
@@ -80,7 +93,16 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None) 
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / CONFIG).exists():
             checkpoint.write_text(run_dir / CONFIG, dump_yaml(exp.config))
-    with loggers(exp, run_dir, dist):
-        metrics = Trainer(exp, run_dir, dist).fit()
-        results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
+    if dist.is_main and (run_dir / STATUS).exists():
+        (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
+    try:
+        with loggers(exp, run_dir, dist):
+            metrics = Trainer(exp, run_dir, dist).fit()
+            results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
+    except Exception as exc:
+        if dist.is_main:
+            checkpoint.write_json(run_dir / STATUS, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    if dist.is_main:
+        checkpoint.write_json(run_dir / STATUS, {"state": "finished", "step": metrics.get("step")})
     return {"metrics": metrics, "eval": results}

@@ -1,0 +1,168 @@
+"""``python -m jepa_core.ablate SWEEP_DIR``: one table and one plot for a sweep.
+
+Reads every member's overrides, final loss and ``eval.json`` and writes
+``ablation.csv`` (one row per member, failed and unfinished ones included),
+``ablation.md`` (members that differ only by seed aggregated as mean and
+standard deviation) and ``ablation.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from jepa_core import checkpoint
+from jepa_core.config import ConfigError
+from jepa_core.sweep import read_manifest
+
+SEED_KEY = "train.seed"
+MRR, LINEAR = "equivariance_mrr.mrr", "linear_probe.top1"
+
+
+def _final_loss(run_dir: Path) -> float | None:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1])["loss"] if lines else None
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Rows (one per member), the swept keys and the metric columns."""
+    manifest = read_manifest(sweep_dir)
+    rows, keys, metrics = [], [], []
+    for entry in manifest["members"]:
+        run_dir = Path(entry["run_dir"])
+        row = {"member": entry["name"], "state": entry["state"], **entry["overrides"],
+               "final_loss": _final_loss(run_dir)}
+        eval_path = run_dir / "eval.json"
+        if eval_path.is_file():
+            for evaluator, values in json.loads(eval_path.read_text()).items():
+                for metric, value in values.items():
+                    row[f"{evaluator}.{metric}"] = value
+        for key in entry["overrides"]:
+            if key not in keys:
+                keys.append(key)
+        for key in row:
+            if "." in key and key not in keys and key not in metrics:
+                metrics.append(key)
+        rows.append(row)
+    return rows, keys, ["final_loss", *metrics]
+
+
+def aggregate(rows: list[dict], keys: list[str], metrics: list[str]) -> list[dict[str, Any]]:
+    """Group members that differ only by seed: mean, std and count per metric."""
+    group_keys = [k for k in keys if k != SEED_KEY]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(json.dumps(row.get(k)) for k in group_keys), []).append(row)
+    out = []
+    for members in groups.values():
+        agg: dict[str, Any] = {k: members[0].get(k) for k in group_keys}
+        done = [m for m in members if m["state"] == "finished"]
+        agg["runs"] = f"{len(done)}/{len(members)} finished"
+        agg["not finished"] = ", ".join(f"{m['member']} ({m['state']})" for m in members if m["state"] != "finished")
+        for metric in metrics:
+            values = [m[metric] for m in done if m.get(metric) is not None]
+            agg[metric] = (statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0,
+                           len(values)) if values else None
+        out.append(agg)
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        mean, std, n = value
+        return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def markdown(groups: list[dict], keys: list[str], metrics: list[str]) -> str:
+    columns = [k for k in keys if k != SEED_KEY] + metrics + ["runs", "not finished"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(g.get(c)) or "-" for c in columns) + " |" for g in groups]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> Path:
+    """MRR against linear accuracy coloured by conditioning (when both exist), and metrics per member."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["state"] == "finished"]
+    shown = [m for m in metrics if any(r.get(m) is not None for r in done)][:4] or ["final_loss"]
+    scatter = any(r.get(MRR) is not None and r.get(LINEAR) is not None for r in done)
+    panels = len(shown) + int(scatter)
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
+    axes = list(axes[0])
+    if scatter:
+        ax = axes.pop(0)
+        colour_key = next((k for k in keys if k.startswith("conditioning")), None)
+        marker_key = next((k for k in keys if k.endswith("depth")), None)
+        colours = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(str(r.get(colour_key)) for r in done))}
+        markers = dict(zip(dict.fromkeys(str(r.get(marker_key)) for r in done), "osD^vP*X"))
+        for r in done:
+            ax.scatter(r.get(LINEAR), r.get(MRR), c=colours[str(r.get(colour_key))],
+                       marker=markers[str(r.get(marker_key))], s=60)
+        for value, colour in colours.items():
+            ax.scatter([], [], c=colour, label=f"{colour_key}={value}" if colour_key else value)
+        if marker_key:
+            for value, marker in markers.items():
+                ax.scatter([], [], c="grey", marker=marker, label=f"{marker_key}={value}")
+        ax.set_xlabel("linear probe top-1")
+        ax.set_ylabel("equivariance MRR")
+        ax.legend(fontsize=7)
+    labels = [r["member"] for r in done]
+    for ax, metric in zip(axes, shown):
+        ax.bar(range(len(done)), [r.get(metric) or 0.0 for r in done], color="C0")
+        ax.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=6)
+        ax.set_title(metric, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def ablate(sweep_dir: str | Path) -> dict[str, Path]:
+    sweep_dir = Path(sweep_dir)
+    rows, keys, metrics = collect(sweep_dir)
+    columns = ["member", "state", *keys, *metrics]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    groups = aggregate(rows, keys, metrics)
+    return {
+        "csv": checkpoint.write_text(sweep_dir / "ablation.csv", text.getvalue()),
+        "md": checkpoint.write_text(sweep_dir / "ablation.md", markdown(groups, keys, metrics)),
+        "png": plot(rows, keys, metrics, sweep_dir / "ablation.png"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.ablate", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    args = parser.parse_args(argv)
+    try:
+        paths = ablate(args.sweep_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print("\n".join(f"wrote {p}" for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

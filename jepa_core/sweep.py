@@ -1,0 +1,188 @@
+"""Sweeps: one YAML with a ``sweep:`` block becomes many runs.
+
+```yaml
+base: ../iwm_equi.yaml
+sweep:
+  grid:                       # cartesian product
+    conditioning.name: [none, sequence, feature]
+  zip:                        # walked together (lists of one length)
+    predictor.depth: [6, 12, 18]
+    predictor.width: [192, 384, 384]
+  seeds: [0, 1]               # each member once per seed (train.seed)
+```
+
+Every member is a full config (the file without ``sweep:`` plus the member's
+overrides) and is validated and built before anything runs. Members live in
+``SWEEP_DIR/<name from overrides>/``; ``SWEEP_DIR/manifest.json`` lists them
+with their overrides, state and run directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from jepa_core import checkpoint
+from jepa_core.config import SWEEP_KEY, ConfigError, LoadedConfig, load_raw, resolve
+from jepa_core.run import run_state
+
+MANIFEST = "manifest.json"
+SWEEP_KEYS = ("grid", "zip", "seeds")
+
+
+@attrs.define
+class Member:
+    """One run of a sweep."""
+
+    name: str
+    overrides: dict[str, Any]
+    loaded: LoadedConfig
+    run_dir: Path
+
+    @property
+    def state(self) -> str:
+        return run_state(self.run_dir)
+
+
+def is_sweep(path: str | Path) -> bool:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports it properly
+    return isinstance(data, dict) and SWEEP_KEY in data
+
+
+def _slug(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_") or "x"
+
+
+def member_name(overrides: dict[str, Any]) -> str:
+    return "_".join(f"{key.removesuffix('.name')}-{_slug(v)}" for key, v in overrides.items())
+
+
+def _expand(block: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(block, dict) or not block:
+        raise ConfigError(f"{where}: sweep: must be a mapping with at least one of {', '.join(SWEEP_KEYS)}")
+    for key in block:
+        if key not in SWEEP_KEYS:
+            from registries import did_you_mean
+
+            raise ConfigError(f"{where}: sweep.{key}: unknown key{did_you_mean(str(key), SWEEP_KEYS)}; "
+                              f"valid: {', '.join(SWEEP_KEYS)}")
+    grid, zipped, seeds = block.get("grid") or {}, block.get("zip") or {}, block.get("seeds")
+    for section, values in (("grid", block.get("grid")), ("zip", block.get("zip"))):
+        if values is None:
+            continue
+        if not isinstance(values, dict) or not values:
+            raise ConfigError(f"{where}: sweep.{section}: must map dotted keys to non-empty lists, got {values!r}")
+        for key, options in values.items():
+            if not isinstance(options, list) or not options:
+                raise ConfigError(f"{where}: sweep.{section}.{key}: must be a non-empty list of values, "
+                                  f"got {options!r}")
+    lengths = {key: len(v) for key, v in zipped.items()}
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ConfigError(f"{where}: sweep.zip: lists must have one length ({shown})")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds
+                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ConfigError(f"{where}: sweep.seeds: must be a non-empty list of integers, got {seeds!r}")
+    grid_rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
+    zip_rows = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] or [{}]
+    seed_rows = [{"train.seed": s} for s in seeds] if seeds else [{}]
+    return [{**g, **z, **s} for g in grid_rows for z in zip_rows for s in seed_rows]
+
+
+def expand(path: str | Path, sweep_dir: str | Path, overrides: list[str] = ()) -> list[Member]:
+    """Every member of the sweep in ``path``, validated; raises ConfigError on bad input."""
+    origins: dict[str, str] = {}
+    data = load_raw(path, origins)
+    block = data.pop(SWEEP_KEY, None)
+    members = []
+    for assignment in _expand(block, str(path)):
+        sets = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, value in assignment.items()]
+        try:
+            loaded = resolve(data, origins, path, [*overrides, *sets])
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (sweep member {assignment})") from None
+        name = member_name(assignment) or "base"
+        members.append(Member(name, assignment, loaded, Path(sweep_dir) / name))
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: sweep: members with the same overrides: {names}")
+    return members
+
+
+def write_manifest(sweep_dir: str | Path, members: list[Member], source: str | Path) -> Path:
+    entries = [{"name": m.name, "overrides": m.overrides, "run_dir": str(m.run_dir), "state": m.state}
+               for m in members]
+    return checkpoint.write_json(Path(sweep_dir) / MANIFEST, {"sweep": str(source), "members": entries})
+
+
+def read_manifest(sweep_dir: str | Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{sweep_dir}: not a sweep directory (no {MANIFEST})")
+    manifest = json.loads(path.read_text())
+    for entry in manifest["members"]:
+        entry["state"] = run_state(Path(entry["run_dir"]))
+    return manifest
+
+
+def prepare(members: list[Member], sweep_dir: str | Path, source: str | Path) -> None:
+    """Refuse run directories holding other configs, then write each member's config and the manifest."""
+    from jepa_core.run import CONFIG, check_run_dir
+    from jepa_core.config import dump_yaml
+
+    for member in members:
+        check_run_dir(member.run_dir, member.loaded)
+    for member in members:
+        if not (member.run_dir / CONFIG).exists():
+            checkpoint.write_text(member.run_dir / CONFIG, dump_yaml(member.loaded.config))
+    write_manifest(sweep_dir, members, source)
+
+
+def run_local(members: list[Member], sweep_dir: str | Path, source: str | Path, parallel: int = 1) -> list[str]:
+    """Run unfinished members here, ``parallel`` at a time; returns the final states."""
+    import subprocess
+    import sys
+
+    todo = [m for m in members if m.state != "finished"]
+    for member in members:
+        if member.state == "finished":
+            print(f"[sweep] {member.name}: finished already, skipped")
+    running: list[tuple[Member, subprocess.Popen]] = []
+    for member in todo:
+        while len(running) >= parallel:
+            running = _reap(running)
+        print(f"[sweep] {member.name}: starting in {member.run_dir}")
+        cmd = [sys.executable, "-m", "jepa_core.launch", str(member.run_dir / "config.yaml"),
+               "--output", str(member.run_dir)]
+        with open(member.run_dir / "launch.log", "a") as log:  # the child keeps its own descriptor
+            running.append((member, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+        write_manifest(sweep_dir, members, source)
+    while running:
+        running = _reap(running)
+    write_manifest(sweep_dir, members, source)
+    return [m.state for m in members]
+
+
+def _reap(running):
+    import time
+
+    still = []
+    for member, proc in running:
+        if proc.poll() is None:
+            still.append((member, proc))
+        else:
+            print(f"[sweep] {member.name}: {member.state} (exit {proc.returncode})")
+    if len(still) == len(running):
+        time.sleep(0.5)
+    return still

@@ -1,0 +1,85 @@
+"""Sweeps and ablation tables: expansion, bad sweep blocks, aggregation over seeds."""
+
+import json
+
+import pytest
+
+from jepa_core import checkpoint
+from jepa_core.ablate import ablate
+from jepa_core.config import ConfigError, load_config
+from jepa_core.sweep import expand, prepare, read_manifest
+
+
+def _sweep(write, tiny_config, block: str):
+    return write("sweep.yaml", f"base: {tiny_config}\nname: sw\n{block}")
+
+
+def test_grid_zip_and_seeds_expand_to_named_members(write, tiny_config, tmp_path):
+    path = _sweep(write, tiny_config, """
+sweep:
+  grid:
+    conditioning.name: [none, feature]
+  zip:
+    predictor.depth: [1, 2]
+    predictor.width: [32, 64]
+  seeds: [0, 1]
+""")
+    members = expand(path, tmp_path / "out", ["views.source=[{name: grayscale}]"])
+    assert len(members) == 2 * 2 * 2
+    first = members[0]
+    assert first.overrides == {"conditioning.name": "none", "predictor.depth": 1, "predictor.width": 32,
+                               "train.seed": 0}
+    assert first.name == "conditioning-none_predictor.depth-1_predictor.width-32_train.seed-0"
+    assert first.loaded.config.predictor.params["width"] == 32
+    assert first.loaded.config.views.source[0].name == "grayscale"  # --set applies to every member
+    assert len({m.run_dir for m in members}) == 8
+
+
+@pytest.mark.parametrize("block, expected", [
+    ("sweep:\n  grid:\n    train.stpes: [1, 2]\n", "train.stpes: unknown key (did you mean 'steps'?)"),
+    ("sweep:\n  grid: {}\n", "sweep.grid: must map dotted keys to non-empty lists"),
+    ("sweep:\n  grid:\n    train.steps: []\n", "sweep.grid.train.steps: must be a non-empty list"),
+    ("sweep:\n  zip:\n    predictor.depth: [1, 2]\n    predictor.width: [32]\n",
+     "sweep.zip: lists must have one length (predictor.depth has 2, predictor.width has 1)"),
+    ("sweep:\n  gird:\n    train.steps: [1]\n", "sweep.gird: unknown key (did you mean 'grid'?)"),
+    ("sweep: {}\n", "sweep: must be a mapping with at least one of grid, zip, seeds"),
+])
+def test_bad_sweep_blocks_are_config_errors(write, tiny_config, tmp_path, block, expected):
+    with pytest.raises(ConfigError, match=None) as info:
+        expand(_sweep(write, tiny_config, block), tmp_path / "out")
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_sweep_file_is_not_a_plain_config(write, tiny_config):
+    with pytest.raises(ConfigError, match="this file is a sweep"):
+        load_config(_sweep(write, tiny_config, "sweep:\n  seeds: [0]\n"))
+
+
+def _fake_finished(member, loss, metrics):
+    member.run_dir.mkdir(parents=True, exist_ok=True)
+    (member.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "loss": loss}) + "\n")
+    checkpoint.write_json(member.run_dir / "eval.json", metrics)
+    checkpoint.write_json(member.run_dir / "status.json", {"state": "finished", "step": 3})
+
+
+def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config, tmp_path):
+    path = _sweep(write, tiny_config, "sweep:\n  grid:\n    conditioning.name: [none, feature]\n  seeds: [0, 1]\n")
+    sweep_dir = tmp_path / "sweep"
+    members = expand(path, sweep_dir, ["views.source=[{name: grayscale}]"])
+    prepare(members, sweep_dir, path)
+    by_name = {m.name: m for m in members}
+    _fake_finished(by_name["conditioning-none_train.seed-0"], 0.5, {"equivariance_mrr": {"mrr": 0.02},
+                                                                     "linear_probe": {"top1": 0.6}})
+    _fake_finished(by_name["conditioning-none_train.seed-1"], 0.7, {"equivariance_mrr": {"mrr": 0.04},
+                                                                     "linear_probe": {"top1": 0.5}})
+    _fake_finished(by_name["conditioning-feature_train.seed-0"], 0.4, {"equivariance_mrr": {"mrr": 0.8},
+                                                                        "linear_probe": {"top1": 0.55}})
+    paths = ablate(sweep_dir)
+    rows = paths["csv"].read_text().splitlines()
+    assert len(rows) == 1 + 4  # header + every member, the unfinished one included
+    assert any("conditioning-feature_train.seed-1,pending" in r for r in rows)
+    table = paths["md"].read_text()
+    assert "| none | 0.600 ± 0.100 | 0.030 ± 0.010 | 0.550 ± 0.050 | 2/2 finished |" in table
+    assert "conditioning-feature_train.seed-1 (pending)" in table
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [e["state"] for e in read_manifest(sweep_dir)["members"]].count("finished") == 3
