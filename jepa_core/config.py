@@ -85,11 +85,11 @@ def _record(origins: dict[str, str], data: Any, prefix: str, origin: str) -> Non
             _record(origins, value, f"{prefix}.{key}" if prefix else str(key), origin)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -110,7 +110,7 @@ def load_raw(path: str | Path, origins: dict[str, str], _chain: tuple[Path, ...]
             raise ConfigError(f"{path}: base: must be a path to a YAML file, got {base!r}")
         merged = load_raw(path.parent / base, origins, _chain + (resolved,))
     _record(origins, data, "", str(path))
-    return _merge(merged, data)
+    return merge(merged, data)
 
 
 def apply_override(data: dict[str, Any], assignment: str, origins: dict[str, str]) -> None:

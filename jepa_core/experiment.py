@@ -21,6 +21,7 @@ from jepa_core.manager import PluginLoadError, Registries, get_plugin_manager, l
 from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.views import Views
 from registries import ComponentError
+from registries.conditioning import Conditioner
 from registries.datasets import MissingDataError
 from registries.transformations import ENCODINGS, Masking, Transformation
 
@@ -162,6 +163,11 @@ def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, i
     return Views(target, source, masking)
 
 
+def _uses_action(conditioner: Conditioner) -> bool:
+    cls = type(conditioner)
+    return cls.tokens is not Conditioner.tokens or cls.mask_tokens is not Conditioner.mask_tokens
+
+
 def build_experiment(loaded: LoadedConfig, registries: Registries | None = None) -> Experiment:
     """Build every component (seeded, on the CPU); raises ConfigError on bad input."""
     cfg = loaded.config
@@ -184,9 +190,9 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
         )
     with at(loaded, "target"):
         target = registries.targets.create(cfg.target.name, encoder, predictor, **cfg.target.params)
-        if target.symmetric and views.action_dim:
+        if target.symmetric and views.action_dim and _uses_action(conditioner):
             raise ValueError(f"target {cfg.target.name!r} is symmetric (views swapped), so it cannot be "
-                             "action-conditioned; remove the photometric ops' actions or use another target")
+                             "action-conditioned; use conditioning 'none' or another target")
     evaluators = []
     for i, spec in enumerate(cfg.eval):
         with at(loaded, f"eval.{i}"):

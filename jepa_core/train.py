@@ -21,7 +21,7 @@ from torch import nn
 
 from jepa_core import checkpoint
 from jepa_core.data import build_loader, mix_seed
-from jepa_core.distributed import DistInfo
+from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.experiment import Experiment
 from jepa_core.schedules import cosine, warmup_cosine
 
@@ -94,13 +94,13 @@ class Trainer:
             module.to(self.device)
         self.encoder = self.dist.wrap(exp.encoder)
         self.predictor = self.dist.wrap(exp.predictor)
-        learnable = [m for m in exp.modules().values()]
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            param_groups(learnable), lr=0.0, betas=self.cfg.optim.betas, eps=self.cfg.optim.eps,
-            fused=fused, foreach=None if fused else True,
+        self.optimizer = torch.optim.AdamW(  # fused: one kernel for all parameters, CPU and CUDA
+            param_groups(list(exp.modules().values())), lr=0.0, betas=self.cfg.optim.betas,
+            eps=self.cfg.optim.eps, fused=True,
         )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._ema = [(list(copy.parameters()), list(online.parameters()))
+                     for online, copy in exp.target.momentum_pairs]
         self.step_fn = self._compiled_step() if self.cfg.train.compile else self._forward_loss
 
     # ------------------------------------------------------------------ state
@@ -151,8 +151,25 @@ class Trainer:
     @torch.no_grad()
     def _momentum_update(self, step: int, total: int) -> None:
         m = self.exp.target.momentum(step, total)
-        for online, copy in self.exp.target.momentum_pairs:
-            torch._foreach_lerp_(list(copy.parameters()), list(online.parameters()), 1.0 - m)
+        for copies, online in self._ema:
+            torch._foreach_lerp_(copies, online, 1.0 - m)
+
+    def train_step(self, images: torch.Tensor, step: int, total: int, lr: float, wd: float) -> torch.Tensor:
+        """One optimizer step on uint8 ``images`` (on the device); returns the loss without syncing."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if group.get("wd_scheduled"):
+                group["weight_decay"] = wd
+        generator = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.dist.rank, step))
+        views = self.exp.views(images, generator)
+        loss = self.step_fn(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.clip_grad, foreach=True)
+        self.optimizer.step()
+        self._momentum_update(step, total)
+        return loss
 
     def _save(self, step: int) -> None:
         if self.dist.is_main:
@@ -183,20 +200,8 @@ class Trainer:
             if step >= total:
                 break
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-                if group.get("wd_scheduled"):
-                    group["weight_decay"] = wd
             images = batch["image"].to(self.device, non_blocking=True)
-            generator = torch.Generator().manual_seed(mix_seed(cfg.train.seed, self.dist.rank, step))
-            views = exp.views(images, generator)
-            loss = self.step_fn(views)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.clip_grad, foreach=True)
-            self.optimizer.step()
-            self._momentum_update(step, total)
+            loss = self.train_step(images, step, total, lr, wd)
             step += 1
             images_since += images.shape[0] * self.dist.world_size
             if step % cfg.train.log_every == 0 or step == total:
@@ -216,6 +221,9 @@ class Trainer:
                                         img_s=f"{metrics['images_per_s']:.1f}")
             if bar is not None:
                 bar.update(1)
+            if self.dist.should_stop(step, total):  # preemption / time-limit signal (jepa_core.slurm)
+                self._save(step)
+                raise Preempted(step)
             if step % cfg.train.checkpoint_every == 0 or step == total:
                 self._save(step)
         if bar is not None:

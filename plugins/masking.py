@@ -6,6 +6,11 @@ block on the last row or column. Here the whole batch is sampled at once: target
 indices are corner + offsets, the context is a boolean grid built by broadcasting
 with the targets scattered out, and positions are uniform over every valid place
 (``upstream_bounds=True`` restores the exclusive bound).
+
+The baselines' samplers live here too: ``full`` (every token is context and
+one target block: SimCLR, VICReg, MoCo v3) and ``random`` (MAE's random
+masking, ``mask_ratio`` 0.75: context = kept tokens, one target block = the
+masked ones).
 """
 
 from __future__ import annotations
@@ -152,6 +157,60 @@ class MultiBlock(Masking):
         return Masks(context, targets)
 
 
+class FullMasking(Masking):
+    """Every token is context and every token is one target block (contrastive baselines)."""
+
+    def __init__(self, config: None, grid: tuple[int, int]):
+        super().__init__(config, grid)
+        rows, cols = self.grid
+        if rows < 1 or cols < 1:
+            raise ValueError(f"full: the patch grid must be positive, got {self.grid}")
+        self._all = torch.arange(rows * cols)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
+        n = self._all.numel()
+        return Masks(self._all.expand(batch_size, n).clone(), self._all.view(1, 1, n).expand(batch_size, 1, n).clone())
+
+
+def _open_probability(instance, attribute, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"'{attribute.name}' must be in (0, 1), got {value!r}", attribute)
+
+
+class RandomMasking(Masking):
+    """MAE random masking: keep a uniformly random subset of tokens as context; the rest are one target block.
+
+    As MAE's ``random_masking``: per image, ``int(N * (1 - mask_ratio))`` tokens
+    are kept (the first of a random permutation drawn from uniform noise); the
+    masked ones form a single target block. Both index sets are sorted.
+    """
+
+    @attrs.frozen
+    class Config:
+        #: fraction of tokens hidden from the encoder (MAE: 0.75)
+        mask_ratio: float = attrs.field(default=0.75, validator=_open_probability)
+
+    def __init__(self, config: "RandomMasking.Config | None", grid: tuple[int, int]):
+        config = config if config is not None else RandomMasking.Config()
+        super().__init__(config, grid)
+        n = self.grid[0] * self.grid[1]
+        self.n_keep = int(n * (1 - config.mask_ratio))
+        if not 1 <= self.n_keep < n:
+            raise ValueError(
+                f"random: 'mask_ratio' = {config.mask_ratio} keeps {self.n_keep} of the {n} patches of a "
+                f"{self.grid[0]}x{self.grid[1]} grid; at least one must be kept and one masked"
+            )
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
+        n = self.grid[0] * self.grid[1]
+        order = torch.rand(batch_size, n, generator=generator).argsort(dim=1)
+        context = order[:, : self.n_keep].sort(dim=1).values
+        targets = order[:, self.n_keep :].sort(dim=1).values
+        return Masks(context, targets.unsqueeze(1))
+
+
 @hookimpl
 def jepa_register_transformations(registry):
     registry.register("multiblock", MultiBlock)
+    registry.register("full", FullMasking)
+    registry.register("random", RandomMasking)

@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-SUITES = ("masking", "photometric")
+SUITES = ("train_step", "masking", "photometric")
 
 
 def format_rows(rows: list[dict]) -> str:
