@@ -1,7 +1,12 @@
-"""``python -m jepa_core.launch CONFIG [--local | --slurm] [--set K=V ...] [--output DIR] [--dry-run]``.
+"""``python -m jepa_core.launch CONFIG [--local [--nproc N] | --slurm] [--set K=V ...] [--output DIR] [--dry-run]``.
 
 Validates the whole config and builds every component before anything runs
 or is submitted; config errors exit with status 2 and one line, no traceback.
+
+``--local --nproc N`` trains with N processes on this machine (DDP: gloo on
+the CPU, NCCL on GPUs), ``--slurm`` submits one job through submitit with
+the YAML ``slurm:`` block (docs/slurm.md); ``--dry-run --slurm`` prints the
+sbatch script instead of submitting it.
 """
 
 from __future__ import annotations
@@ -9,10 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, execute
+
+if TYPE_CHECKING:
+    from jepa_core.distributed import DistInfo
 
 DEFAULT_ROOT = Path("runs")
 
@@ -22,7 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML file")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--local", action="store_true", help="run here (the default)")
-    where.add_argument("--slurm", action="store_true", help="submit to Slurm through submitit")
+    where.add_argument("--slurm", action="store_true", help="submit to Slurm through submitit (slurm: block)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="with --local: train with N processes (DDP) on this machine")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value, YAML-typed (repeatable), e.g. --set train.steps=30")
     p.add_argument("--output", metavar="DIR", help="run directory (default: runs/<name>)")
@@ -45,21 +56,59 @@ def describe(exp: Experiment) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.nproc < 1:
+        p.error("--nproc must be >= 1")
+    if args.nproc > 1 and args.slurm:
+        p.error("--nproc is for --local runs; under --slurm set slurm.tasks_per_node (and slurm.nodes)")
     try:
         loaded = load_config(args.config, args.overrides)
         exp = build_experiment(loaded)
         run_dir = run_dir_for(loaded, args.output)
         if not args.dry_run:
             check_run_dir(run_dir, loaded)
+        if args.slurm:
+            from jepa_core import slurm
+
+            script = slurm.sbatch_script(loaded.config, run_dir)  # checks the slurm: block too
+            if not args.dry_run:
+                slurm.require_slurm()
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(describe(exp))
+        if args.slurm:
+            print(f"# ---- sbatch script (not submitted); submitit's folder: {Path(run_dir).resolve() / slurm.FOLDER}")
+            print(script)
         return 0
-    print(f"run directory: {run_dir}")
-    result = execute(exp, run_dir)
+    if args.slurm:
+        try:
+            job = slurm.submit(exp, run_dir)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(slurm.describe_job(job, run_dir))
+        return 0
+    if args.nproc > 1:
+        print(f"run directory: {run_dir} ({args.nproc} processes)")
+        return run_local_processes(exp, run_dir, args.nproc)
+    from jepa_core import distributed
+
+    dist = distributed.init(exp.config.train.device)  # several processes under torchrun, else one
+    if dist.is_main:
+        print(f"run directory: {run_dir}")
+    try:
+        result = execute(exp, run_dir, dist)
+    finally:
+        distributed.shutdown()
+    if dist.is_main:
+        report(result)
+    return 0
+
+
+def report(result: dict) -> None:
     metrics = result["metrics"]
     if metrics:
         print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}")
@@ -67,6 +116,70 @@ def main(argv: list[str] | None = None) -> int:
         from jepa_core.evaluate import format_results
 
         print(format_results(result["eval"]))
+
+
+# ------------------------------------------------------------ several processes
+
+def prepare_run_dir(item: Experiment | LoadedConfig, run_dir: str | Path) -> Path:
+    """Write the resolved config.yaml before any worker or job starts (they re-load it).
+
+    Call :func:`jepa_core.run.check_run_dir` first; an existing config.yaml is kept (a resume).
+    """
+    from jepa_core import checkpoint
+    from jepa_core.run import CONFIG
+
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / CONFIG).exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(run_dir / CONFIG, dump_yaml(item.config))
+    return run_dir
+
+
+def run_from_dir(run_dir: str | Path) -> tuple[dict, DistInfo]:
+    """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate."""
+    from jepa_core import distributed
+    from jepa_core.run import CONFIG
+
+    run_dir = Path(run_dir)
+    exp = build_experiment(load_config(run_dir / CONFIG))
+    dist = distributed.init(exp.config.train.device)
+    try:
+        return execute(exp, run_dir, dist), dist
+    finally:
+        distributed.shutdown()
+
+
+def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
+    import os
+
+    import torch
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if not torch.cuda.is_available():  # share the cores instead of each process taking them all
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+    result, dist = run_from_dir(run_dir)
+    if dist.is_main:
+        report(result)
+
+
+def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int:
+    """``--local --nproc N``: N processes on this machine, rendezvous on a free local port."""
+    import torch.multiprocessing as mp
+
+    from jepa_core import launch as this  # by module name, also when run as __main__
+    from jepa_core.distributed import free_port
+
+    run_dir = prepare_run_dir(exp, run_dir)
+    try:
+        mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
+    except mp.ProcessRaisedException as exc:
+        lines = str(exc).strip().splitlines()
+        print(f"error: {lines[0]} {lines[-1]}", file=sys.stderr)
+        return 1
+    except mp.ProcessExitedException as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
