@@ -16,9 +16,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jepa_core import sweep
 from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
 from jepa_core.experiment import Experiment, build_experiment
-from jepa_core.run import check_run_dir, execute
+from jepa_core.run import check_run_dir, execute, write_config
 
 if TYPE_CHECKING:
     from jepa_core.distributed import DistInfo
@@ -36,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with --local: train with N processes (DDP) on this machine")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value, YAML-typed (repeatable), e.g. --set train.steps=30")
-    p.add_argument("--output", metavar="DIR", help="run directory (default: runs/<name>)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="sweeps with --local: run N members at a time (default: one after another)")
+    p.add_argument("--output", metavar="DIR", help="run directory, or sweep directory (default: runs/<name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate and build every component, print the resolved config, run nothing")
     return p
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--nproc must be >= 1")
     if args.nproc > 1 and args.slurm:
         p.error("--nproc is for --local runs; under --slurm set slurm.tasks_per_node (and slurm.nodes)")
+    if args.parallel < 1:
+        p.error("--parallel must be >= 1")
+    if sweep.is_sweep(args.config):
+        return launch_sweep(args)
     try:
         loaded = load_config(args.config, args.overrides)
         exp = build_experiment(loaded)
@@ -108,6 +115,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def launch_sweep(args: argparse.Namespace) -> int:
+    """A sweep file: validate and build every member, then run them here or as one Slurm array."""
+    try:
+        members = sweep.expand(args.config, args.output, args.overrides)
+        sweep_dir = members[0].run_dir.parent
+        for member in members:
+            try:
+                build_experiment(member.loaded)
+                if not args.dry_run:
+                    check_run_dir(member.run_dir, member.loaded)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc} (sweep member {member.name})") from None
+        if args.slurm:
+            from jepa_core import slurm
+
+            script = slurm.sbatch_script(members[0].loaded.config, sweep_dir, array_size=len(members))
+            if not args.dry_run:
+                slurm.require_slurm()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"sweep directory: {sweep_dir} ({len(members)} members)")
+    for member in members:
+        print(f"  {member.name}: {member.state}")
+    if args.dry_run:
+        if args.slurm:
+            print(f"# ---- sbatch script of the array (not submitted)\n{script}")
+        return 0
+    if args.slurm:
+        todo = [m for m in members if m.state != "finished"]
+        try:
+            sweep.prepare(members, sweep_dir, args.config)
+            jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo]) if todo else []
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for member, job in zip(todo, jobs):
+            print(f"  {member.name}: Slurm job {job.job_id}")
+        if jobs:
+            print(f"follow: squeue -j {jobs[0].job_id.split('_')[0]}; cancel: scancel {jobs[0].job_id.split('_')[0]}")
+        print(f"then: python -m jepa_core.ablate {sweep_dir}")
+        return 0
+    sweep.prepare(members, sweep_dir, args.config)
+    states = sweep.run_local(members, sweep_dir, args.config, parallel=args.parallel)
+    print(f"sweep finished: {states.count('finished')}/{len(states)} members; "
+          f"table: python -m jepa_core.ablate {sweep_dir}")
+    return 0 if all(state == "finished" for state in states) else 1
+
+
 def report(result: dict) -> None:
     metrics = result["metrics"]
     if metrics:
@@ -119,21 +175,6 @@ def report(result: dict) -> None:
 
 
 # ------------------------------------------------------------ several processes
-
-def prepare_run_dir(item: Experiment | LoadedConfig, run_dir: str | Path) -> Path:
-    """Write the resolved config.yaml before any worker or job starts (they re-load it).
-
-    Call :func:`jepa_core.run.check_run_dir` first; an existing config.yaml is kept (a resume).
-    """
-    from jepa_core import checkpoint
-    from jepa_core.run import CONFIG
-
-    run_dir = Path(run_dir).resolve()
-    if not (run_dir / CONFIG).exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(run_dir / CONFIG, dump_yaml(item.config))
-    return run_dir
-
 
 def run_from_dir(run_dir: str | Path) -> tuple[dict, DistInfo]:
     """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate."""
@@ -170,7 +211,7 @@ def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int
     from jepa_core import launch as this  # by module name, also when run as __main__
     from jepa_core.distributed import free_port
 
-    run_dir = prepare_run_dir(exp, run_dir)
+    run_dir = write_config(exp.config, run_dir)
     try:
         mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
     except mp.ProcessRaisedException as exc:

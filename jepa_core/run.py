@@ -62,6 +62,18 @@ def check_run_dir(run_dir: str | Path, loaded: LoadedConfig) -> None:
         )
 
 
+def write_config(config: Any, run_dir: str | Path) -> Path:
+    """Write the resolved config.yaml unless the run has one (a resume); workers and jobs re-load it.
+
+    Call :func:`check_run_dir` first, before anything is written.
+    """
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / CONFIG).exists():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_text(run_dir / CONFIG, dump_yaml(config))
+    return run_dir
+
+
 @contextlib.contextmanager
 def loggers(exp: Experiment, run_dir: Path, dist: DistInfo) -> Iterator[None]:
     """Register the YAML ``loggers:`` with the plugin manager for the run's duration."""
@@ -90,9 +102,7 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None) 
     run_dir = Path(run_dir)
     dist = dist or DistInfo()
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / CONFIG).exists():
-            checkpoint.write_text(run_dir / CONFIG, dump_yaml(exp.config))
+        write_config(exp.config, run_dir)
     if dist.is_main and (run_dir / STATUS).exists():
         (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
     try:

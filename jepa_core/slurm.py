@@ -292,11 +292,10 @@ def _requeue(handler, dist, stop) -> None:
 
 def prepare_run_dir(item: Runnable, run_dir: str | Path) -> Path:
     """Check ``run_dir`` and write the resolved config.yaml (the job re-loads it)."""
-    from jepa_core.launch import prepare_run_dir as write_config
-    from jepa_core.run import check_run_dir
+    from jepa_core.run import check_run_dir, write_config
 
     check_run_dir(run_dir, _loaded(item))
-    return write_config(_loaded(item), run_dir)
+    return write_config(_loaded(item).config, run_dir)
 
 
 def _loaded(item: Runnable) -> LoadedConfig:

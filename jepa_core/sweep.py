@@ -6,6 +6,7 @@ sweep:
   grid:                       # cartesian product
     conditioning.name: [none, sequence, feature]
   zip:                        # walked together (lists of one length)
+    label: [small, base, deep]        # optional: names the rows (run directories, tables)
     predictor.depth: [6, 12, 18]
     predictor.width: [192, 384, 384]
   seeds: [0, 1]               # each member once per seed (train.seed)
@@ -33,6 +34,9 @@ from jepa_core.config import SWEEP_KEY, ConfigError, LoadedConfig, load_raw, res
 from jepa_core.run import run_state
 
 MANIFEST = "manifest.json"
+#: a zip entry that names each zipped row (run directories, tables) and sets no config key
+LABEL = "label"
+ZIPPED = "_zipped"
 SWEEP_KEYS = ("grid", "zip", "seeds")
 
 
@@ -64,7 +68,12 @@ def _slug(value: Any) -> str:
 
 
 def member_name(overrides: dict[str, Any]) -> str:
-    return "_".join(f"{key.removesuffix('.name')}-{_slug(v)}" for key, v in overrides.items())
+    """A run-directory name from the overrides; a zip ``label`` stands for the zipped keys."""
+    zipped = overrides.get(ZIPPED, ())
+    parts = [_slug(overrides[LABEL])] if LABEL in overrides else []
+    parts += [f"{key.removesuffix('.name')}-{_slug(v)}" for key, v in overrides.items()
+              if key not in (LABEL, ZIPPED) and not (LABEL in overrides and key in zipped)]
+    return "_".join(parts)
 
 
 def _expand(block: Any, where: str) -> list[dict[str, Any]]:
@@ -95,25 +104,31 @@ def _expand(block: Any, where: str) -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: sweep.seeds: must be a non-empty list of integers, got {seeds!r}")
     grid_rows = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     zip_rows = [dict(zip(zipped, combo)) for combo in zip(*zipped.values())] or [{}]
+    if LABEL in zipped:
+        zip_rows = [{LABEL: row.pop(LABEL), **row} for row in zip_rows]
     seed_rows = [{"train.seed": s} for s in seeds] if seeds else [{}]
     return [{**g, **z, **s} for g in grid_rows for z in zip_rows for s in seed_rows]
 
 
-def expand(path: str | Path, sweep_dir: str | Path, overrides: list[str] = ()) -> list[Member]:
-    """Every member of the sweep in ``path``, validated; raises ConfigError on bad input."""
+def expand(path: str | Path, sweep_dir: str | Path | None, overrides: list[str] = ()) -> list[Member]:
+    """Every member of the sweep in ``path``, validated; raises ConfigError on bad input.
+
+    ``sweep_dir`` defaults to ``runs/<name>``.
+    """
     origins: dict[str, str] = {}
     data = load_raw(path, origins)
     block = data.pop(SWEEP_KEY, None)
     members = []
     for assignment in _expand(block, str(path)):
         sets = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for key, value in assignment.items()]
+                for key, value in assignment.items() if key != LABEL]
         try:
             loaded = resolve(data, origins, path, [*overrides, *sets])
         except ConfigError as exc:
             raise ConfigError(f"{exc} (sweep member {assignment})") from None
-        name = member_name(assignment) or "base"
-        members.append(Member(name, assignment, loaded, Path(sweep_dir) / name))
+        name = member_name({**assignment, ZIPPED: tuple(block.get("zip") or ())}) or "base"
+        root = Path(sweep_dir) if sweep_dir else Path("runs") / loaded.config.name
+        members.append(Member(name, assignment, loaded, root / name))
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: sweep: members with the same overrides: {names}")
@@ -138,14 +153,12 @@ def read_manifest(sweep_dir: str | Path) -> dict[str, Any]:
 
 def prepare(members: list[Member], sweep_dir: str | Path, source: str | Path) -> None:
     """Refuse run directories holding other configs, then write each member's config and the manifest."""
-    from jepa_core.run import CONFIG, check_run_dir
-    from jepa_core.config import dump_yaml
+    from jepa_core.run import check_run_dir, write_config
 
     for member in members:
         check_run_dir(member.run_dir, member.loaded)
     for member in members:
-        if not (member.run_dir / CONFIG).exists():
-            checkpoint.write_text(member.run_dir / CONFIG, dump_yaml(member.loaded.config))
+        write_config(member.loaded.config, member.run_dir)
     write_manifest(sweep_dir, members, source)
 
 

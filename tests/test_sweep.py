@@ -83,3 +83,18 @@ def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config
     assert "conditioning-feature_train.seed-1 (pending)" in table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [e["state"] for e in read_manifest(sweep_dir)["members"]].count("finished") == 3
+
+
+def test_a_zip_label_names_members_and_sets_no_key(write, tiny_config, tmp_path):
+    path = _sweep(write, tiny_config, """
+sweep:
+  zip:
+    label: [small, wide]
+    predictor.depth: [1, 2]
+    predictor.width: [32, 64]
+  seeds: [3]
+""")
+    members = expand(path, tmp_path / "out")
+    assert [m.name for m in members] == ["small_train.seed-3", "wide_train.seed-3"]
+    assert members[1].loaded.config.predictor.params["width"] == 64
+    assert members[1].overrides["label"] == "wide"

@@ -10,7 +10,6 @@ sampling. The engine reaches the plugins through the plugin manager only.
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
@@ -54,35 +53,39 @@ def _per_image(reference, images: torch.Tensor) -> torch.Tensor:
     return torch.stack([reference(img) for img in images])
 
 
-def _best_s(fn, device: str, repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after one warm-up (robust on a shared machine)."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return min(times) if repeats < 3 else statistics.median(sorted(times)[: (repeats + 1) // 2])
+def _best_rates(fns: dict, device: str, rounds: int = 3) -> dict:
+    """Images/s of each fn: fastest of ``rounds`` after a warm-up, the fns interleaved
+    so a shared machine's load drifts over all of them alike."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    best = {}
+    for r in range(rounds + 1):
+        for key, fn in fns.items():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if r:  # round 0 warms up
+                best[key] = min(best.get(key, float("inf")), time.perf_counter() - start)
+    return {key: BATCH / seconds for key, seconds in best.items()}
 
 
 def run(device: str) -> list[dict]:
     ops = _pipeline()
     reference = _reference(ops)
     images = torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    g = torch.Generator().manual_seed(0)
-    name = f"IWM source pipeline {BATCH}x{SIZE}px"
     dev_images = images.to(device)
+    g = torch.Generator().manual_seed(0)
+    fns = {"batched": lambda: _batched(ops, dev_images, g), "reference": lambda: _per_image(reference, dev_images)}
+    on_cpu = torch.device(device).type == "cpu"
+    if not on_cpu:
+        fns["cpu reference"] = lambda: _per_image(reference, images)
     with torch.random.fork_rng(devices=[]):  # the reference draws from the global RNG
         torch.manual_seed(0)
-        batched = BATCH / _best_s(lambda: _batched(ops, dev_images, g), device, repeats=5)
-        ref = BATCH / _best_s(lambda: _per_image(reference, dev_images), device, repeats=2)
-        rows = [_row(name, batched, ref)]
-        if torch.device(device).type != "cpu":
-            cpu_ref = BATCH / _best_s(lambda: _per_image(reference, images), "cpu", repeats=2)
-            rows.append(_row(f"{name}, {device} batch vs per-image CPU", batched, cpu_ref))
+        rates = _best_rates(fns, device)
+    name = f"IWM source pipeline {BATCH}x{SIZE}px"
+    rows = [_row(f"{name}" if on_cpu else f"{name} on {device}", rates["batched"], rates["reference"])]
+    if not on_cpu:
+        rows.append(_row(f"{name}, batched on {device} vs per-image on CPU", rates["batched"], rates["cpu reference"]))
     return rows
 
 
