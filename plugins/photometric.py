@@ -156,14 +156,14 @@ class ColorJitter(Transformation):
         are grouped by the round of their hue so a block usually needs one hue
         call; on a GPU the batch is one block. Identity factors are skipped.
         """
-        factors = torch.stack([params[name].cpu() for name in JITTERS], dim=1)
         order = params["order"].cpu()
-        kinds = torch.where(factors.gather(1, order) != torch.tensor(_NEUTRAL)[order], order, -1)
+        factors = torch.stack([params[name].cpu() for name in JITTERS], dim=1).gather(1, order)  # round order
+        kinds = torch.where(factors != torch.tensor(_NEUTRAL)[order], order, -1)  # -1: nothing this round
         rows = params["applied"].cpu().nonzero().squeeze(1)
         if images.device.type == "cpu":  # blocks: group samples by the round of their hue
             hue_round = torch.where(kinds == 3, torch.arange(4), 4).amin(dim=1)
             rows = rows[hue_round[rows].argsort(stable=True)]
-        return ops.on_subset(images, rows, self._rounds, {"factors": factors.gather(1, order), "kinds": kinds})
+        return ops.on_subset(images, rows, self._rounds, {"factors": factors, "kinds": kinds})
 
     @staticmethod
     def _rounds(x: torch.Tensor, factors: torch.Tensor, kinds: torch.Tensor) -> torch.Tensor:
@@ -221,10 +221,11 @@ def _sigma_range(instance, attribute, value) -> None:
 class GaussianBlur(_Destructive):
     """Gaussian blur: separable, kernel_size x kernel_size, sigma ~ U[sigma] per sample.
 
-    ``kernel_size`` defaults to 23, about a tenth of a 224 px image as in the
-    SimCLR/BYOL recipes that IWM's augmentations follow (torchvision needs a
-    fixed size; PIL's blur used by I-JEPA-style code has none). At sigma 2 it
-    spans +-5.5 sigma, so truncation is below 1e-6. Scale it with the image.
+    ``kernel_size`` defaults to 23, about a tenth of a 224 px image, as in the
+    SimCLR/BYOL tensor pipelines IWM's augmentations come from (torchvision
+    needs a size; PIL's ``GaussianBlur(radius=sigma)`` in their PIL versions
+    has none). At sigma 2 it spans +-5.5 sigma, so the truncated mass is
+    below 1e-7. Scale it with the image size.
     """
 
     @attrs.frozen
@@ -246,9 +247,8 @@ class GaussianBlur(_Destructive):
             raise ValueError(f"'kernel_size' ({k}) must be odd and smaller than the image ({height}x{width})")
 
     def apply(self, images: torch.Tensor, params: Params) -> torch.Tensor:
-        return ops.on_subset(
-            images, params["applied"], ops.gaussian_blur, {"sigma": params["sigma"]}, kernel_size=self.config.kernel_size
-        )
+        sigma, size = {"sigma": params["sigma"]}, self.config.kernel_size
+        return ops.on_subset(images, params["applied"], ops.gaussian_blur, sigma, kernel_size=size)
 
 
 class Solarize(_Destructive):

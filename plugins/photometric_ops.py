@@ -33,7 +33,7 @@ def gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def blend(x: torch.Tensor, factor: torch.Tensor, kind: torch.Tensor | int) -> torch.Tensor:
-    """Brightness (kind 0), contrast (1) or saturation (2), chosen per sample, in one pass.
+    """Brightness (kind 0), contrast (1) or saturation (2), chosen per sample, in one call.
 
     All three are torchvision's ``clamp(f * x + (1 - f) * ref)`` with ref 0,
     the image's mean luma, or its luma image, so a colour-jitter round runs

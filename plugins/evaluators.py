@@ -1,0 +1,46 @@
+"""Built-in evaluators: probes, predictor finetuning and world-model (equivariance) metrics.
+
+Contract: ``registries.evaluators``. Every evaluator is deterministic given
+the run's seed, evaluates on deterministic centre crops (``build_eval_loader``,
+never the training augmentations) and returns ``{metric: float}``.
+
+=====================  ======================  ==============================================
+name                   needs                   metrics
+=====================  ======================  ==============================================
+linear_probe           --                      top1
+attentive_probe        --                      top1
+knn                    --                      top1_k<k> for every k
+predictor_finetune     predictor               top1, top1_random_predictor, gain
+multitask_predictor    predictor               top1_<task> per task, top1_mean
+equivariance_mrr       predictor, actions      mrr, chance, mrr_<op> per target op
+retrieval_grid         predictor, actions      top1_retrieval (and a PNG at ``path``)
+=====================  ======================  ==============================================
+
+The implementations live in plugins/evaluators_probes.py,
+plugins/evaluators_predictor.py and plugins/evaluators_equivariance.py (shared
+code: plugins/evaluators_common.py); only this module holds a hook, so only it
+needs an entry point.
+"""
+
+from __future__ import annotations
+
+from jepa_core import hookimpl
+from plugins.evaluators_equivariance import EquivarianceMRR, RetrievalGrid
+from plugins.evaluators_predictor import MultitaskPredictor, PredictorFinetune
+from plugins.evaluators_probes import KNN, AttentiveProbe, LinearProbe
+
+EVALUATORS = {
+    "linear_probe": LinearProbe,
+    "attentive_probe": AttentiveProbe,
+    "knn": KNN,
+    "predictor_finetune": PredictorFinetune,
+    "multitask_predictor": MultitaskPredictor,
+    "equivariance_mrr": EquivarianceMRR,
+    "retrieval_grid": RetrievalGrid,
+}
+
+
+@hookimpl
+def jepa_register_evaluators(registry) -> None:
+    for name, cls in EVALUATORS.items():
+        registry.register(name, cls)

@@ -1,0 +1,189 @@
+"""Frozen-encoder probes: linear, attentive and k-NN classification (top-1 in [0, 1]).
+
+Train images come from the ``train`` split and accuracy is measured on
+``val``, both as deterministic centre crops, subsampled to ``max_train`` /
+``max_val`` images (same subset for every probe of a run, so features are
+extracted once and shared). Registered by plugins/evaluators.py.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plugins import evaluators_common as C
+from registries.evaluators import Evaluator
+from registries.validators import as_pair, non_negative, one_of, positive, positive_int
+
+
+def max_train_field():
+    """Train images the head is fitted on (deterministic subsample; null: all)."""
+    return attrs.field(default=1024, validator=C.optional_positive_int)
+
+
+def max_val_field():
+    """Val images accuracy is measured on (deterministic subsample; null: all)."""
+    return attrs.field(default=512, validator=C.optional_positive_int)
+
+
+def batch_size_field():
+    """Images per feature-extraction batch."""
+    return attrs.field(default=128, validator=positive_int)
+
+
+def task_field():
+    """Labelled task to classify (a dataset with several, e.g. shapes: shape, colour); null: the main label."""
+    return attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
+
+
+def workers_field():
+    """Loader workers (null: data.num_workers)."""
+    return attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
+
+
+class _Probe(Evaluator):
+    def __init__(self, config=None):
+        super().__init__(config if config is not None else self.Config())
+
+    def _data(self, run, tokens: bool):
+        cfg = self.config
+        encoder = C.encoder_of(run, cfg.encoder)
+        train = C.split(run, "train", cfg.max_train)
+        val = C.split(run, "val", cfg.max_val)
+        if cfg.task is not None:  # before any extraction: an unknown task fails at once
+            task_train, task_val = C.task_of(train, cfg.task), C.task_of(val, cfg.task)
+        xt, yt = C.features(run, encoder, train, tokens=tokens, batch_size=cfg.batch_size,
+                            num_workers=cfg.num_workers)
+        xv, yv = C.features(run, encoder, val, tokens=tokens, batch_size=cfg.batch_size,
+                            num_workers=cfg.num_workers)
+        if cfg.task is None:
+            return xt, yt, xv, yv, C.num_classes(train, yt, yv)
+        return xt, task_train, xv, task_val, C.task_classes(train.dataset, cfg.task, task_train, task_val)
+
+
+class LinearProbe(_Probe):
+    """Linear probe: standardised average-pooled frozen features, linear classifier (top-1)."""
+
+    @attrs.frozen
+    class Config:
+        #: which encoder is probed: I-JEPA evaluates the EMA target encoder
+        encoder: str = C.encoder_choice()
+        max_train: int | None = max_train_field()
+        max_val: int | None = max_val_field()
+        batch_size: int = batch_size_field()
+        num_workers: int | None = workers_field()
+        task: str | None = task_field()
+        #: lbfgs: full-batch L-BFGS (epochs = iterations); adam: mini-batch AdamW, cosine decay
+        optimizer: str = attrs.field(default="lbfgs", validator=one_of("lbfgs", "adam"))
+        epochs: int = attrs.field(default=100, validator=positive_int)
+        #: adam only (L-BFGS line-searches)
+        lr: float = attrs.field(default=1e-2, validator=positive)
+        weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
+        head_batch_size: int = attrs.field(default=256, validator=positive_int)
+
+    def evaluate(self, run) -> dict[str, float]:
+        cfg = self.config
+        xt, yt, xv, yv, n_classes = self._data(run, tokens=False)
+        xt, xv = C.standardise(xt, xv)
+        device = run.device
+        xt, yt, xv = xt.to(device), yt.to(device), xv.to(device)
+        with C.seeded(run, "linear_probe", "init"):
+            head = nn.Linear(xt.shape[1], n_classes).to(device)
+            nn.init.trunc_normal_(head.weight, std=0.01)  # as MAE's linear probe: small, not nn.Linear's
+            nn.init.zeros_(head.bias)
+        if cfg.optimizer == "lbfgs":
+            self._lbfgs(head, xt, yt)
+        else:
+            g = C.generator(run, "linear_probe", "order")
+            C.fit([{"params": head.parameters(), "lr": cfg.lr}],
+                  lambda idx: F.cross_entropy(head(xt[idx.to(device)]), yt[idx.to(device)]),
+                  len(xt), epochs=cfg.epochs, batch_size=cfg.head_batch_size, g=g,
+                  weight_decay=cfg.weight_decay)
+        with torch.no_grad():
+            predicted = head(xv).argmax(dim=1)
+        return {"top1": C.accuracy(predicted, yv)}
+
+    def _lbfgs(self, head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> None:
+        cfg = self.config
+        optimiser = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=cfg.epochs,
+                                      history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimiser.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(head(x), y) + 0.5 * cfg.weight_decay * head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimiser.step(closure)
+
+
+class AttentiveProbe(_Probe):
+    """Attentive probe: one learned query cross-attends to frozen patch tokens, then a linear head (top-1)."""
+
+    @attrs.frozen
+    class Config:
+        encoder: str = C.encoder_choice()
+        max_train: int | None = max_train_field()
+        max_val: int | None = max_val_field()
+        batch_size: int = batch_size_field()
+        num_workers: int | None = workers_field()
+        task: str | None = task_field()
+        epochs: int = attrs.field(default=10, validator=positive_int)
+        lr: float = attrs.field(default=1e-3, validator=positive)
+        weight_decay: float = attrs.field(default=0.05, validator=non_negative)
+        head_batch_size: int = attrs.field(default=128, validator=positive_int)
+        #: attention heads of the pooler (null: the encoder's, if they divide the width)
+        heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
+
+    def evaluate(self, run) -> dict[str, float]:
+        cfg = self.config
+        xt, yt, xv, yv, n_classes = self._data(run, tokens=True)
+        device = run.device
+        dim = xt.shape[-1]
+        heads = C.pick_heads(dim, cfg.heads, getattr(C.encoder_of(run, cfg.encoder), "num_heads", 1))
+        with C.seeded(run, "attentive_probe", "init"):
+            model = C.AttentiveClassifier(dim, heads, [n_classes]).to(device)
+        g = C.generator(run, "attentive_probe", "order")
+
+        def loss(idx):
+            return F.cross_entropy(model(xt[idx].to(device))[0], yt[idx].to(device))
+
+        C.fit([{"params": model.parameters(), "lr": cfg.lr}], loss, len(xt), epochs=cfg.epochs,
+              batch_size=cfg.head_batch_size, g=g, weight_decay=cfg.weight_decay, train_modules=[model])
+        (predicted,) = C.predict_batches(lambda idx: model(xv[idx].to(device)), len(xv), cfg.head_batch_size)
+        return {"top1": C.accuracy(predicted, yv)}
+
+
+class KNN(_Probe):
+    """k-NN classifier: cosine similarity, exp(sim / T)-weighted votes as in DINO (top-1 per k)."""
+
+    @attrs.frozen
+    class Config:
+        encoder: str = C.encoder_choice()
+        max_train: int | None = max_train_field()
+        max_val: int | None = max_val_field()
+        batch_size: int = batch_size_field()
+        num_workers: int | None = workers_field()
+        task: str | None = task_field()
+        k: tuple = attrs.field(default=(1, 5, 20), converter=as_pair, validator=C.int_list)
+        temperature: float = attrs.field(default=0.07, validator=positive)
+
+    def evaluate(self, run) -> dict[str, float]:
+        cfg = self.config
+        xt, yt, xv, yv, n_classes = self._data(run, tokens=False)
+        xt = F.normalize(xt.to(run.device), dim=1)
+        xv = F.normalize(xv.to(run.device), dim=1)
+        yt = yt.to(run.device)
+        k_max = min(max(cfg.k), len(xt))
+        correct = {k: 0 for k in cfg.k}
+        for start in range(0, len(xv), 256):
+            sims, nn_idx = (xv[start:start + 256] @ xt.T).topk(k_max, dim=1)
+            weights = (sims / cfg.temperature).exp()
+            votes = F.one_hot(yt[nn_idx], n_classes).float() * weights.unsqueeze(-1)  # (b, k, C)
+            truth = yv[start:start + 256].to(run.device)
+            for k in cfg.k:
+                predicted = votes[:, :min(k, k_max)].sum(dim=1).argmax(dim=1)
+                correct[k] += int((predicted == truth).sum())
+        return {f"top1_k{k}": correct[k] / max(1, len(xv)) for k in cfg.k}
