@@ -85,15 +85,16 @@ class MultiBlock(Masking):
         rows, cols = self.grid
         if rows < 1 or cols < 1:
             raise ValueError(f"multiblock: the patch grid must be positive, got {self.grid}")
-        # Fail at build time when even the largest context block cannot hold min_keep.
-        largest = max(
-            math.prod(block_size(1.0, a / 10, config.context_scale, config.context_aspect, self.grid))
-            for a in range(11)
+        # Fail at build time, never mid-run, when a context block drawn for some batch
+        # could not hold min_keep patches even with every target overlapping it.
+        smallest = min(
+            math.prod(block_size(u / 10, a / 10, config.context_scale, config.context_aspect, self.grid))
+            for u in range(11) for a in range(11)
         )
-        if largest < config.min_keep:
+        if smallest < config.min_keep:
             raise ValueError(
-                f"multiblock: 'min_keep' = {config.min_keep} exceeds the largest context block "
-                f"({largest} patches on a {rows}x{cols} grid)"
+                f"multiblock: 'min_keep' = {config.min_keep} exceeds the smallest context block "
+                f"({smallest} patches on a {rows}x{cols} grid); lower 'min_keep' or raise 'context_scale'"
             )
         self._rows = torch.arange(rows)
         self._cols = torch.arange(cols)
@@ -129,28 +130,20 @@ class MultiBlock(Masking):
         targets = (t_top * cols + t_left)[..., None] + self._offsets(th, tw)
 
         c_top, c_left = self._positions((ch, cw), (batch_size,), g)
-        if ch * cw < cfg.min_keep:
-            raise RuntimeError(
-                f"multiblock: the {ch}x{cw} context block drawn for this batch holds fewer than "
-                f"min_keep={cfg.min_keep} patches; lower 'min_keep' or raise 'context_scale'"
-            )
         if cfg.allow_overlap:  # the whole block, like the targets
             return Masks((c_top * cols + c_left)[:, None] + self._offsets(ch, cw), targets)
         keep = self._context_mask(c_top, c_left, ch, cw, targets)
         rank = keep.cumsum(1)  # rank[:, -1] is each image's context size
-        # As upstream: re-draw the context position of the (few) images left too small.
-        for tries in range(MAX_TRIES + 1):
-            bad = (rank[:, -1] < cfg.min_keep).nonzero().flatten()
-            if bad.numel() == 0:
-                break
-            if tries == MAX_TRIES:
-                raise RuntimeError(
-                    f"multiblock: no context position kept min_keep={cfg.min_keep} patches outside the "
-                    f"targets after {MAX_TRIES} tries; lower 'min_keep' or the target scale/count"
-                )
+        # As upstream: re-draw the context position of the (few) images left too small, and
+        # after every MAX_TRIES failures let it overlap one more target block (upstream's
+        # constrain_mask), so sampling always ends: the whole block holds min_keep (checked).
+        tries = 0
+        while bool((bad := (rank[:, -1] < cfg.min_keep).nonzero().flatten()).numel()):
+            excluded = cfg.n_targets - min(tries // MAX_TRIES, cfg.n_targets)
             top, left = self._positions((ch, cw), (bad.numel(),), g)
-            keep[bad] = self._context_mask(top, left, ch, cw, targets[bad])
+            keep[bad] = self._context_mask(top, left, ch, cw, targets[bad, :excluded])
             rank = keep.cumsum(1)
+            tries += 1
         # Truncate to the shortest context: the first n kept indices of each row, in row-major order.
         n = int(rank[:, -1].min())
         context = (keep & (rank <= n)).nonzero()[:, 1].view(batch_size, n)

@@ -164,11 +164,24 @@ def test_truncation_keeps_the_first_patches_of_each_context():
             assert torch.equal(context, kept.nonzero().flatten()[:n])
 
 
-def test_impossible_min_keep_raises():
-    # Any two 3x3 blocks on a 4x4 grid overlap, so a 3x3 context never keeps 9 patches.
+def test_impossible_min_keep_relaxes_target_exclusion_instead_of_crashing():
+    # Any two 3x3 blocks on a 4x4 grid overlap, so a 3x3 context never keeps 9 patches outside
+    # the targets: as upstream, the context is finally allowed to overlap them (never a crash mid-run).
     cfg = MultiBlock.Config(target_scale=(1.0, 1.0), context_scale=(1.0, 1.0), min_keep=9)
-    with pytest.raises(RuntimeError, match="min_keep=9"):
-        MultiBlock(cfg, (4, 4)).sample(4, torch.Generator().manual_seed(0))
+    masks = MultiBlock(cfg, (4, 4)).sample(4, torch.Generator().manual_seed(0))
+    assert masks.context.shape == (4, 9)
+
+
+def test_small_grids_never_fail_mid_run():
+    masker = MultiBlock(MultiBlock.Config(min_keep=4), (6, 6))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        assert masker.sample(32, g).context.shape[1] >= 4
+
+
+def test_a_context_block_that_can_be_smaller_than_min_keep_is_a_build_error():
+    with pytest.raises(ValueError, match="smallest context block"):
+        MultiBlock(MultiBlock.Config(context_scale=(0.2, 1.0), min_keep=10), (6, 6))
 
 
 # -- positions: every valid place, unlike upstream ---------------------------------------
