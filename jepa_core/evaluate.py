@@ -36,6 +36,8 @@ class TrainedRun:
     views: Views
     device: torch.device
     seed: int
+    #: where file outputs (plots) go; None outside a run directory
+    run_dir: Path | None = None
 
     @property
     def config(self):
@@ -49,16 +51,16 @@ class TrainedRun:
         return self.experiment.dataset(split)
 
 
-def trained_run(exp: Experiment, device: torch.device | None = None) -> TrainedRun:
+def trained_run(exp: Experiment, device: torch.device | None = None, run_dir: str | Path | None = None) -> TrainedRun:
     device = device or next(exp.encoder.parameters()).device
     target_encoder = getattr(exp.target, "encoder", exp.encoder)
     return TrainedRun(exp, exp.encoder.eval(), target_encoder.eval(), exp.predictor.eval(), exp.views,
-                      device, exp.config.train.seed)
+                      device, exp.config.train.seed, Path(run_dir) if run_dir is not None else None)
 
 
 def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None = None) -> dict[str, dict]:
     """Run evaluators on ``exp``'s modules; write eval.json atomically and call the hook."""
-    run = trained_run(exp)
+    run = trained_run(exp, run_dir=run_dir)
     chosen = [(n, e) for n, e in exp.evaluators if names is None or n in names]
     results: dict[str, dict[str, float]] = {}
     for name, evaluator in chosen:

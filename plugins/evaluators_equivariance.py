@@ -209,7 +209,7 @@ class RetrievalGrid(_WorldModelEval):
 
     @attrs.frozen
     class Config:
-        #: output PNG, absolute or relative to the working directory
+        #: output PNG, absolute or relative to the run directory
         path: str = attrs.field(default="retrieval.png", validator=attrs.validators.instance_of(str))
         #: rows drawn (the first images of the subset)
         n_rows: int = attrs.field(default=4, validator=positive_int)
@@ -267,6 +267,8 @@ class RetrievalGrid(_WorldModelEval):
         fig.suptitle("predicted latent: nearest transformed targets (green: the true action)", fontsize=9)
         fig.tight_layout()
         path = Path(cfg.path).expanduser()
+        if not path.is_absolute() and run.run_dir is not None:
+            path = run.run_dir / path
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial")
         fig.savefig(partial, dpi=100, format="png")

@@ -1,0 +1,66 @@
+"""python -m jepa_core.evaluate: a run directory in, eval.json out; bad input is one line."""
+
+import json
+
+import pytest
+
+from jepa_core import checkpoint
+from jepa_core.evaluate import EVAL_JSON
+from jepa_core.evaluate import main as evaluate
+from jepa_core.launch import main as launch
+
+FAST = "eval=[{name: knn, max_train: 64, max_val: 32, k: [1, 3]}]"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 4-step tiny run with a kNN evaluator (I-JEPA views: no actions)."""
+    from conftest import TINY
+    import yaml
+
+    root = tmp_path_factory.mktemp("evalrun")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    run_dir = root / "run"
+    assert launch([str(config), "--output", str(run_dir), "--set", "train.steps=4", "--set", FAST]) == 0
+    return run_dir
+
+
+def test_training_writes_eval_json_and_evaluate_reproduces_it(trained, capsys):
+    first = json.loads((trained / EVAL_JSON).read_text())
+    assert set(first["knn"]) == {"top1_k1", "top1_k3"}
+    assert evaluate([str(trained)]) == 0
+    assert json.loads((trained / EVAL_JSON).read_text()) == first  # same run, same seed, same metrics
+    assert "knn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no_config", "not a run directory (no config.yaml)"),
+    ("no_checkpoint", "no checkpoint in"),
+    ("needs_actions", "evaluator 'equivariance_mrr' needs actions, which this run does not have"),
+    ("other_architecture", "does not fit this config's encoder (another architecture?)"),
+    ("cut_short", "is cut short or corrupt"),
+])
+def test_bad_runs_are_one_line_errors_and_eval_json_is_untouched(trained, tmp_path, capsys, case, expected):
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text((trained / "config.yaml").read_text())
+    (run_dir / EVAL_JSON).write_text('{"previous": {"top1": 0.5}}\n')
+    latest = checkpoint.checkpoint_dir(run_dir) / checkpoint.LATEST
+    latest.parent.mkdir()
+    latest.write_bytes(checkpoint.latest(trained).read_bytes())
+    argv = [str(run_dir)]
+    if case == "no_config":
+        (run_dir / "config.yaml").unlink()
+    elif case == "no_checkpoint":
+        latest.unlink()
+    elif case == "needs_actions":
+        argv += ["--evaluator", "equivariance_mrr"]
+    elif case == "other_architecture":
+        argv += ["--set", "encoder.depth=3"]
+    elif case == "cut_short":
+        latest.write_bytes(latest.read_bytes()[:1000])
+    assert evaluate(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err and "Traceback" not in err, err
+    assert (run_dir / EVAL_JSON).read_text() == '{"previous": {"top1": 0.5}}\n'
