@@ -21,6 +21,7 @@ with their overrides, state and run directory.
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import re
 from pathlib import Path
@@ -168,6 +169,9 @@ def run_local(members: list[Member], sweep_dir: str | Path, source: str | Path, 
     import sys
 
     todo = [m for m in members if m.state != "finished"]
+    env = dict(os.environ)
+    if parallel > 1:  # share the cores instead of each member taking them all
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     for member in members:
         if member.state == "finished":
             print(f"[sweep] {member.name}: finished already, skipped")
@@ -179,7 +183,7 @@ def run_local(members: list[Member], sweep_dir: str | Path, source: str | Path, 
         cmd = [sys.executable, "-m", "jepa_core.launch", str(member.run_dir / "config.yaml"),
                "--output", str(member.run_dir)]
         with open(member.run_dir / "launch.log", "a") as log:  # the child keeps its own descriptor
-            running.append((member, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)))
+            running.append((member, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         write_manifest(sweep_dir, members, source)
     while running:
         running = _reap(running)

@@ -516,3 +516,26 @@ def test_submit_array_sends_one_array_with_a_run_directory_each(tiny_config, tmp
     assert (tmp_path / "sweep" / slurm.FOLDER).is_dir()
     losses = [read_metrics(run_dir)[-1]["loss"] for _, run_dir in members]
     assert losses[0] != losses[1]  # two seeds, two runs
+
+
+def test_a_sweep_goes_to_slurm_as_one_array_and_ablate_gives_the_local_layout(tiny_config, tmp_path, cluster,
+                                                                             write, capsys):
+    from jepa_core.ablate import ablate
+    from jepa_core.run import run_state
+
+    sweep = write("sweep.yaml", f"base: {tiny_config}\nsweep:\n  seeds: [0, 1]\n")
+    sets = [arg for s in slurm_sets(**{"train.steps": 3}) for arg in ("--set", s)]
+    on_slurm, here = tmp_path / "on_slurm", tmp_path / "here"
+    assert launch([str(sweep), "--slurm", "--output", str(on_slurm), *sets]) == 0
+    out = capsys.readouterr().out
+    ids = re.findall(r"Slurm job (\d+)_(\d+)", out)
+    assert len(ids) == 2 and len({array for array, _ in ids}) == 1  # one array of two
+    cluster.job_ids += [f"{a}_{i}" for a, i in ids]
+    deadline = time.monotonic() + 150
+    runs = [on_slurm / "train.seed-0", on_slurm / "train.seed-1"]
+    while not all(run_state(r) == "finished" for r in runs):
+        assert time.monotonic() < deadline, [run_state(r) for r in runs]
+        time.sleep(1)
+    assert launch([str(sweep), "--output", str(here), *sets]) == 0
+    headers = [ablate(d)["csv"].read_text().splitlines()[0] for d in (on_slurm, here)]
+    assert headers[0] == headers[1] and "train.seed" in headers[0]

@@ -1,0 +1,52 @@
+"""The tiny conditioning ablation, end to end on the CPU: sweep, table, plot, relaunch."""
+
+import csv
+import os
+
+import pytest
+
+from jepa_core.ablate import main as ablate
+from jepa_core.launch import main as launch
+from jepa_core.sweep import read_manifest
+
+SWEEP = "experiments/ablations/tiny_conditioning.yaml"
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ablation") / "sweep"
+    assert launch([SWEEP, "--parallel", "2", "--output", str(out)]) == 0
+    assert ablate([str(out)]) == 0
+    return out
+
+
+def _rows(sweep_dir):
+    with open(sweep_dir / "ablation.csv") as f:
+        return {row["conditioning.name"]: row for row in csv.DictReader(f)}
+
+
+def test_none_sits_at_chance_and_conditioned_predictors_are_clearly_above(sweep_dir):
+    rows = _rows(sweep_dir)
+    assert set(rows) == {"none", "sequence", "feature"}
+    mrr = {name: float(row["equivariance_mrr.mrr"]) for name, row in rows.items()}
+    chance = float(rows["none"]["equivariance_mrr.chance"])
+    assert mrr["none"] < 1.2 * chance, mrr  # it cannot know the action
+    for name in ("sequence", "feature"):
+        assert mrr[name] > 1.4 * chance and mrr[name] > 1.5 * mrr["none"], mrr
+    assert (sweep_dir / "ablation.png").stat().st_size > 1000
+    assert "| none |" in (sweep_dir / "ablation.md").read_text()
+
+
+def test_relaunch_skips_finished_members_and_finishes_unfinished_ones(sweep_dir, capsys):
+    members = {m["name"]: m for m in read_manifest(sweep_dir)["members"]}
+    assert {m["state"] for m in members.values()} == {"finished"}
+    unfinished = sweep_dir / "conditioning-none"
+    (unfinished / "status.json").unlink()  # as if the run had stopped after its last checkpoint
+    finished_eval = sweep_dir / "conditioning-feature" / "eval.json"
+    before = os.stat(finished_eval).st_mtime_ns
+    assert launch([SWEEP, "--output", str(sweep_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "conditioning-feature: finished already, skipped" in out
+    assert "conditioning-none: starting" in out
+    assert os.stat(finished_eval).st_mtime_ns == before
+    assert {m["state"] for m in read_manifest(sweep_dir)["members"]} == {"finished"}
