@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-SUITES = ("train_step", "masking", "photometric")
+SUITES = ("train_step", "masking", "photometric", "data_loading", "memory")
 
 
 def format_rows(rows: list[dict]) -> str:

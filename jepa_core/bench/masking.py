@@ -113,5 +113,6 @@ def run(device: str) -> list[dict]:
             "unit": "ms/batch",
             "reference": ref_ms,
             "ratio": ref_ms / ms,
+            "target": ">= 20x",
         }
     ]

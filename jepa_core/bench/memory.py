@@ -1,0 +1,43 @@
+"""Peak memory of one train step, I-JEPA against IWM, each in a fresh process.
+
+CPU: the peak resident set size of a process that builds the recipe and runs
+two steps (so one process's allocations never hide another's); CUDA: the
+peak allocated memory of those two steps.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from jepa_core.bench.train_step import RECIPES
+
+CHILD = """
+import json, resource, sys, torch
+from jepa_core.bench.train_step import _images, _trainer
+recipe, device = sys.argv[1], sys.argv[2]
+trainer = _trainer(recipe, device)
+images = _images(device)
+if device == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+for step in range(2):
+    trainer.train_step(images, step, 1000, 1e-4, 0.04).item()
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(peak))
+"""
+
+
+def peak_bytes(recipe: str, device: str) -> int:
+    done = subprocess.run([sys.executable, "-c", CHILD, recipe, device], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(device: str) -> list[dict]:
+    peaks = {recipe: peak_bytes(recipe, device) for recipe in RECIPES}
+    what = "max allocated" if device == "cuda" else "peak RSS"
+    return [
+        {"suite": "memory", "name": f"ijepa train step, {what}", "value": peaks["ijepa"] / 2**20, "unit": "MiB"},
+        {"suite": "memory", "name": f"iwm train step, {what}", "value": peaks["iwm"] / 2**20, "unit": "MiB",
+         "reference": peaks["ijepa"] / 2**20, "ratio": peaks["iwm"] / peaks["ijepa"], "target": "<= 1.2x ijepa"},
+    ]
