@@ -100,7 +100,8 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> P
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["state"] == "finished"]
-    shown = [m for m in metrics if any(r.get(m) is not None for r in done)][:4] or ["final_loss"]
+    shown = [m for m in metrics if not m.endswith(".chance") and any(r.get(m) is not None for r in done)][:4]
+    shown = shown or ["final_loss"]
     scatter = any(r.get(MRR) is not None and r.get(LINEAR) is not None for r in done)
     panels = len(shown) + int(scatter)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
@@ -127,6 +128,10 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> P
         ax.bar(range(len(done)), [r.get(metric) or 0.0 for r in done], color="C0")
         ax.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=6)
         ax.set_title(metric, fontsize=9)
+        chance = next((r.get(metric.rsplit(".", 1)[0] + ".chance") for r in done), None)
+        if metric.startswith("equivariance_mrr.") and chance is not None:
+            ax.axhline(chance, color="C3", linestyle="--", label="chance")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

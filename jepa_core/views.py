@@ -9,8 +9,6 @@ identity in the other, so the action dimension follows from the YAML alone.
 
 from __future__ import annotations
 
-import hashlib
-
 import attrs
 import torch
 
@@ -18,12 +16,6 @@ from registries.transformations import Masking, Masks, Params, Transformation
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed that is a pure function of ``parts`` (seed, rank, step, ...)."""
-    digest = hashlib.blake2b(repr(tuple(int(p) for p in parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@
   and a small seeded mini-batch trainer for heads on cached features.
 
 Every random choice comes from a ``torch.Generator`` seeded with
-``derive_seed(run.seed, tag, ...)``; module initialisations run under a forked
+``mix_seed(run.seed, tag, ...)``; module initialisations run under a forked
 RNG seeded the same way, so an evaluator's metrics are a pure function of the
 run and its seed.
 """
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from jepa_core.data import build_eval_loader
-from jepa_core.views import derive_seed, normalize
+from jepa_core.data import build_eval_loader, mix_seed
+from jepa_core.views import normalize
 from registries.validators import one_of, positive_int
 
 # --------------------------------------------------------------------------- config helpers
@@ -65,7 +65,7 @@ def tag(name: str) -> int:
 def generator(run, *parts: int | str) -> torch.Generator:
     """A CPU generator seeded from the run's seed and ``parts``."""
     ints = [tag(p) if isinstance(p, str) else int(p) for p in parts]
-    return torch.Generator().manual_seed(derive_seed(int(run.seed), *ints))
+    return torch.Generator().manual_seed(mix_seed(int(run.seed), *ints))
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def seeded(run, *parts: int | str) -> Iterator[None]:
     ints = [tag(p) if isinstance(p, str) else int(p) for p in parts]
     devices = [run.device] if run.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(derive_seed(int(run.seed), *ints))
+        torch.manual_seed(mix_seed(int(run.seed), *ints))
         yield
 
 

@@ -98,3 +98,14 @@ sweep:
     assert [m.name for m in members] == ["small_train.seed-3", "wide_train.seed-3"]
     assert members[1].loaded.config.predictor.params["width"] == 64
     assert members[1].overrides["label"] == "wide"
+
+
+def test_launch_refuses_a_bad_sweep_with_exit_2_before_running_anything(write, tiny_config, tmp_path, capsys):
+    from jepa_core.launch import main as launch
+
+    path = _sweep(write, tiny_config, "sweep:\n  grid:\n    predictor.dpth: [1, 2]\n")
+    out = tmp_path / "never"
+    assert launch([str(path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "predictor.dpth: predictors 'vit' has no parameter 'dpth'" in err and "\n" not in err
+    assert not out.exists()
