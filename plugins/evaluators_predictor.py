@@ -89,23 +89,29 @@ class _PredictorTuning(Evaluator):
                                  len(xv), cfg.head_batch_size)
 
 
+@attrs.frozen
+class TuningConfig:
+    """The parameters predictor tuning shares: which images, and how the head and predictor learn."""
+
+    max_train: int | None = attrs.field(default=512, validator=C.optional_positive_int)
+    max_val: int | None = attrs.field(default=256, validator=C.optional_positive_int)
+    batch_size: int = batch_size_field()
+    num_workers: int | None = workers_field()
+    epochs: int = attrs.field(default=10, validator=positive_int)
+    #: learning rate of the head (and of a random predictor)
+    lr: float = attrs.field(default=3e-3, validator=positive)
+    #: the pretrained predictor learns at lr * predictor_lr_scale (IWM: 1/10)
+    predictor_lr_scale: float = attrs.field(default=0.1, validator=non_negative)
+    weight_decay: float = attrs.field(default=0.05, validator=non_negative)
+    head_batch_size: int = attrs.field(default=32, validator=positive_int)
+    heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
+
+
 class PredictorFinetune(_PredictorTuning):
     """Predictor finetuning: frozen target encoder, pretrained predictor + attentive head vs a random predictor."""
 
     @attrs.frozen
-    class Config:
-        max_train: int | None = attrs.field(default=512, validator=C.optional_positive_int)
-        max_val: int | None = attrs.field(default=256, validator=C.optional_positive_int)
-        batch_size: int = batch_size_field()
-        num_workers: int | None = workers_field()
-        epochs: int = attrs.field(default=10, validator=positive_int)
-        #: learning rate of the head (and of the random predictor)
-        lr: float = attrs.field(default=3e-3, validator=positive)
-        #: the pretrained predictor learns at lr * predictor_lr_scale (IWM: 1/10)
-        predictor_lr_scale: float = attrs.field(default=0.1, validator=non_negative)
-        weight_decay: float = attrs.field(default=0.05, validator=non_negative)
-        head_batch_size: int = attrs.field(default=32, validator=positive_int)
-        heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
+    class Config(TuningConfig):
         #: also train a randomly initialised predictor at the full lr (top1_random_predictor, gain)
         random_baseline: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
@@ -130,19 +136,9 @@ class MultitaskPredictor(_PredictorTuning):
     """Multi-task predictor tuning: one finetuned predictor, a learned query and head per task (top-1 per task)."""
 
     @attrs.frozen
-    class Config:
+    class Config(TuningConfig):
         #: labelled tasks of the dataset (``labels(task)`` or ``label_names``), e.g. shapes: shape, colour
         tasks: tuple = attrs.field(default=("shape", "colour"), converter=as_pair, validator=_tasks)
-        max_train: int | None = attrs.field(default=512, validator=C.optional_positive_int)
-        max_val: int | None = attrs.field(default=256, validator=C.optional_positive_int)
-        batch_size: int = batch_size_field()
-        num_workers: int | None = workers_field()
-        epochs: int = attrs.field(default=10, validator=positive_int)
-        lr: float = attrs.field(default=3e-3, validator=positive)
-        predictor_lr_scale: float = attrs.field(default=0.1, validator=non_negative)
-        weight_decay: float = attrs.field(default=0.05, validator=non_negative)
-        head_batch_size: int = attrs.field(default=32, validator=positive_int)
-        heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config

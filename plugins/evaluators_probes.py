@@ -43,6 +43,19 @@ def workers_field():
     return attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
 
 
+@attrs.frozen
+class ProbeConfig:
+    """The parameters every probe shares: which frozen encoder, which images, which labels."""
+
+    #: which encoder is probed: I-JEPA evaluates the EMA target encoder
+    encoder: str = C.encoder_choice()
+    max_train: int | None = max_train_field()
+    max_val: int | None = max_val_field()
+    batch_size: int = batch_size_field()
+    num_workers: int | None = workers_field()
+    task: str | None = task_field()
+
+
 class _Probe(Evaluator):
     def __init__(self, config=None):
         super().__init__(config if config is not None else self.Config())
@@ -67,14 +80,7 @@ class LinearProbe(_Probe):
     """Linear probe: standardised average-pooled frozen features, linear classifier (top-1)."""
 
     @attrs.frozen
-    class Config:
-        #: which encoder is probed: I-JEPA evaluates the EMA target encoder
-        encoder: str = C.encoder_choice()
-        max_train: int | None = max_train_field()
-        max_val: int | None = max_val_field()
-        batch_size: int = batch_size_field()
-        num_workers: int | None = workers_field()
-        task: str | None = task_field()
+    class Config(ProbeConfig):
         #: lbfgs: full-batch L-BFGS (epochs = iterations); adam: mini-batch AdamW, cosine decay
         optimizer: str = attrs.field(default="lbfgs", validator=one_of("lbfgs", "adam"))
         epochs: int = attrs.field(default=100, validator=positive_int)
@@ -123,13 +129,7 @@ class AttentiveProbe(_Probe):
     """Attentive probe: one learned query cross-attends to frozen patch tokens, then a linear head (top-1)."""
 
     @attrs.frozen
-    class Config:
-        encoder: str = C.encoder_choice()
-        max_train: int | None = max_train_field()
-        max_val: int | None = max_val_field()
-        batch_size: int = batch_size_field()
-        num_workers: int | None = workers_field()
-        task: str | None = task_field()
+    class Config(ProbeConfig):
         epochs: int = attrs.field(default=10, validator=positive_int)
         lr: float = attrs.field(default=1e-3, validator=positive)
         weight_decay: float = attrs.field(default=0.05, validator=non_negative)
@@ -160,13 +160,7 @@ class KNN(_Probe):
     """k-NN classifier: cosine similarity, exp(sim / T)-weighted votes as in DINO (top-1 per k)."""
 
     @attrs.frozen
-    class Config:
-        encoder: str = C.encoder_choice()
-        max_train: int | None = max_train_field()
-        max_val: int | None = max_val_field()
-        batch_size: int = batch_size_field()
-        num_workers: int | None = workers_field()
-        task: str | None = task_field()
+    class Config(ProbeConfig):
         k: tuple = attrs.field(default=(1, 5, 20), converter=as_pair, validator=C.int_list)
         temperature: float = attrs.field(default=0.07, validator=positive)
 
