@@ -160,29 +160,35 @@ class _WorldModelEval(Evaluator):
         return Ranked(expected_reciprocal_rank(1 + closer, ties), float(closer == 0) / (ties + 1), nearest, same)
 
 
+@attrs.frozen
+class RankingConfig:
+    """What both world-model evaluators share: which images, which bank, how latents are compared."""
+
+    #: val images ranked (deterministic subset; retrieval_grid uses at least its n_rows)
+    n_images: int = attrs.field(default=32, validator=positive_int)
+    #: transformed targets per image, the true one included (IWM: 256)
+    bank_size: int = attrs.field(default=256, validator=positive_int)
+    #: l2: squared L2 distance; cosine: 1 - cosine similarity
+    distance: str = attrs.field(default="l2", validator=one_of("l2", "cosine"))
+    #: flatten: every token; mean: mean-pooled tokens
+    pool: str = attrs.field(default="flatten", validator=one_of("flatten", "mean"))
+    #: sampled: x gets the source pipeline's ops (as in training); clean: x is the crop itself
+    source: str = attrs.field(default="sampled", validator=one_of("sampled", "clean"))
+    #: encoder giving the predictor's context (the target latents always come from the target encoder)
+    context_encoder: str = attrs.field(default="target", validator=one_of("online", "target"))
+    batch_size: int = attrs.field(default=256, validator=positive_int)
+    num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
+
+
 class EquivarianceMRR(_WorldModelEval):
     """Equivariance MRR: rank the predicted latent's true target among the same image under bank_size actions."""
 
     name = "equivariance_mrr"
 
     @attrs.frozen
-    class Config:
-        #: val images ranked (deterministic subset)
-        n_images: int = attrs.field(default=32, validator=positive_int)
-        #: transformed targets per image, the true one included (IWM: 256)
-        bank_size: int = attrs.field(default=256, validator=positive_int)
-        #: l2: squared L2 distance; cosine: 1 - cosine similarity
-        distance: str = attrs.field(default="l2", validator=one_of("l2", "cosine"))
-        #: flatten: every token; mean: mean-pooled tokens
-        pool: str = attrs.field(default="flatten", validator=one_of("flatten", "mean"))
-        #: sampled: x gets the source pipeline's ops (as in training); clean: x is the crop itself
-        source: str = attrs.field(default="sampled", validator=one_of("sampled", "clean"))
-        #: encoder giving the predictor's context (the target latents always come from the target encoder)
-        context_encoder: str = attrs.field(default="target", validator=one_of("online", "target"))
+    class Config(RankingConfig):
         #: also report mrr_<op> for every op of the target pipeline
         per_transformation: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-        batch_size: int = attrs.field(default=256, validator=positive_int)
-        num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
 
     def evaluate(self, run) -> dict[str, float]:
         self._check(run)
@@ -208,22 +214,13 @@ class RetrievalGrid(_WorldModelEval):
     name = "retrieval_grid"
 
     @attrs.frozen
-    class Config:
+    class Config(RankingConfig):
         #: output PNG, absolute or relative to the run directory
         path: str = attrs.field(default="retrieval.png", validator=attrs.validators.instance_of(str))
         #: rows drawn (the first images of the subset)
         n_rows: int = attrs.field(default=4, validator=positive_int)
         #: nearest neighbours drawn per row
         k: int = attrs.field(default=5, validator=positive_int)
-        #: images over which top1_retrieval is measured (at least n_rows are used)
-        n_images: int = attrs.field(default=32, validator=positive_int)
-        bank_size: int = attrs.field(default=256, validator=positive_int)
-        distance: str = attrs.field(default="l2", validator=one_of("l2", "cosine"))
-        pool: str = attrs.field(default="flatten", validator=one_of("flatten", "mean"))
-        source: str = attrs.field(default="sampled", validator=one_of("sampled", "clean"))
-        context_encoder: str = attrs.field(default="target", validator=one_of("online", "target"))
-        batch_size: int = attrs.field(default=256, validator=positive_int)
-        num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
 
     def _images(self, run) -> torch.Tensor:
         cfg = self.config

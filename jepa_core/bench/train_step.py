@@ -9,6 +9,7 @@ matmul peak measured in the same run (fp32 on CPU, bf16 on CUDA).
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
@@ -79,8 +80,12 @@ def _images(device: str) -> torch.Tensor:
     return torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8, generator=g).to(device)
 
 
+@functools.lru_cache(maxsize=None)
 def step_figures(recipe: str, device: str, repeats: int = 5) -> dict[str, float]:
-    """Seconds per step (median after warm-up) and counted FLOPs per step."""
+    """Seconds per step (median after warm-up) and counted FLOPs per step.
+
+    Cached: the data-loading suite compares against the same measurement in one bench run.
+    """
     trainer = _trainer(recipe, device)
     images = _images(device)
     with FlopCounterMode(display=False) as counter:
