@@ -63,8 +63,8 @@ class Encoder(nn.Module):
         overrides = {k: v for k, v in (("depth", depth), ("patch_size", patch_size)) if v is not None}
         try:
             vit = timm.create_model(
-                name, pretrained=False, num_classes=0, global_pool="avg", class_token=False,
-                pos_embed="none", img_size=image_size, drop_path_rate=drop_path_rate, **overrides,
+                name, pretrained=False, num_classes=0, global_pool="avg", fc_norm=False,
+                class_token=False, pos_embed="none", img_size=image_size, drop_path_rate=drop_path_rate, **overrides,
             )
         except (TypeError, ValueError, AssertionError) as exc:
             raise ComponentError(f"timm model {name!r} cannot be built at {image_size} px: {exc}") from None
