@@ -117,6 +117,8 @@ class Trainer:
             return 0
         state = checkpoint.load(path)
         checkpoint.load_modules(self.exp.modules(), state, str(path))
+        if "optimizer" not in state:  # weights only (jepa_core.interop import): train on from them
+            return int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
