@@ -2,7 +2,9 @@
 
 Loads the run's config and latest checkpoint, runs the evaluators named
 (default: the YAML ``eval:`` list), writes ``RUN_DIR/eval.json`` atomically as
-``{evaluator: {metric: value}}`` and prints a table. Training calls
+``{evaluator: {metric: value}}`` and prints a table. ``--random-init`` evaluates
+the same architecture at initialisation into ``eval_random_init.json``: the
+baseline a trained encoder must beat. Training calls
 :func:`run_evaluators` at its end with the modules it has in memory.
 """
 
@@ -23,6 +25,7 @@ from jepa_core.experiment import Experiment, at, build_experiment
 from jepa_core.views import Views
 
 EVAL_JSON = "eval.json"
+RANDOM_INIT_JSON = "eval_random_init.json"
 
 
 @attrs.define
@@ -58,8 +61,13 @@ def trained_run(exp: Experiment, device: torch.device | None = None, run_dir: st
                       device, exp.config.train.seed, Path(run_dir) if run_dir is not None else None)
 
 
-def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None = None) -> dict[str, dict]:
-    """Run evaluators on ``exp``'s modules; write eval.json atomically and call the hook."""
+def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None = None,
+                   random_init: bool = False) -> dict[str, dict]:
+    """Run evaluators on ``exp``'s modules; write eval.json atomically and call the hook.
+
+    ``random_init``: the modules are untrained baselines; their results go to
+    eval_random_init.json and the loggers' hook is not called.
+    """
     run = trained_run(exp, run_dir=run_dir)
     chosen = [(n, e) for n, e in exp.evaluators if names is None or n in names]
     results: dict[str, dict[str, float]] = {}
@@ -67,8 +75,9 @@ def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None
         torch.manual_seed(run.seed)
         with torch.random.fork_rng():
             results[name] = {k: float(v) for k, v in evaluator.evaluate(run).items()}
-    checkpoint.write_json(Path(run_dir) / EVAL_JSON, results)
-    exp.pm.hook.jepa_after_evaluation(results=results, run_dir=str(run_dir))
+    checkpoint.write_json(Path(run_dir) / (RANDOM_INIT_JSON if random_init else EVAL_JSON), results)
+    if not random_init:
+        exp.pm.hook.jepa_after_evaluation(results=results, run_dir=str(run_dir))
     return results
 
 
@@ -82,8 +91,13 @@ def format_results(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[str] = ()) -> Experiment:
-    """The experiment of ``run_dir`` with its latest checkpoint loaded (ConfigError on bad input)."""
+def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[str] = (),
+             random_init: bool = False) -> Experiment:
+    """The experiment of ``run_dir`` with its latest checkpoint loaded (ConfigError on bad input).
+
+    ``random_init``: keep the freshly initialised weights (seeded by ``train.seed``), the
+    baseline a trained encoder must beat; the run still needs a checkpoint to compare with.
+    """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -97,7 +111,8 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
     if path is None:
         raise ConfigError(f"{run_dir}: no checkpoint in {checkpoint.checkpoint_dir(run_dir)} (train first)")
     try:
-        checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
+        if not random_init:
+            checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
     except checkpoint.CheckpointError as exc:
         raise ConfigError(str(exc)) from None
     for i, (name, evaluator) in enumerate(exp.evaluators):
@@ -122,16 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluator", action="append", default=[], metavar="NAME",
                         help="evaluator to run (repeatable; default: the config's eval: list)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    parser.add_argument("--random-init", action="store_true",
+                        help=f"evaluate the same architecture at initialisation instead (writes {RANDOM_INIT_JSON})")
     args = parser.parse_args(argv)
     try:
-        exp = load_run(args.run_dir, args.evaluator, args.overrides)
+        exp = load_run(args.run_dir, args.evaluator, args.overrides, random_init=args.random_init)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for module in exp.modules().values():
         module.to(device)
-    results = run_evaluators(exp, args.run_dir)
+    results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
     print(format_results(results))
     return 0
 
