@@ -9,8 +9,10 @@ reports MRR 0.00 for conditioning ``none``. For each val image (centre crop):
 
 1. source parameters are drawn once from the run's views (``source: sampled``;
    ``source: clean`` keeps x untransformed, the paper's wording), and
-   ``bank_size`` target parameters are drawn from the target pipeline; entry 0
-   is the true target, so it is exchangeable with the rest of the bank;
+   ``bank_size`` target parameters are drawn from the target pipeline with
+   every op applied (its ``p`` ignored: a bank of *transformed* latents, with
+   no atom of identical untransformed entries); entry 0 is the true target,
+   so it is exchangeable with the rest of the bank;
 2. x = source(crop), y_j = target_j(crop); the context is the frozen
    (target, by default) encoder's tokens of x, all of them;
 3. the predictor is asked for all tokens as one block with the true action
@@ -19,13 +21,13 @@ reports MRR 0.00 for conditioning ``none``. For each val image (centre crop):
 4. distance: L2 over all tokens flattened (default) or cosine, optionally on
    mean-pooled tokens; the reciprocal rank of y_0 is averaged over images.
 
-Bank entries whose action equals the true one (e.g. several targets that did
-not draw a jitter applied with p < 1: all the identity) are the same target
-for the predictor and are not counted against it; exact distance ties with
+Bank entries whose action equals the true one (possible with discrete ops)
+are the same target for the predictor and are not counted against it; exact distance ties with
 other entries count as the expected rank under random tie-breaking. So a
 predictor that ignores the action scores the chance level
-``H(bank_size) / bank_size`` (slightly above it when the true target has such
-duplicates), and one that predicts the true latents scores 1.
+``H(bank_size) / bank_size`` in expectation, and one that predicts the true latents scores 1.
+One image's reciprocal rank is noisy (standard deviation about 0.14 at bank
+64), so ``mrr_stderr`` reports the standard error of the mean over images.
 
 ``mrr_<name>``: the same with only transformation ``name`` varying (drawn in
 both pipelines where it appears, every other op the identity), for every op of
@@ -66,10 +68,17 @@ def _repeat(params: dict, times: int) -> dict:
     return {name: {k: v.repeat_interleave(times, dim=0) for k, v in p.items()} for name, p in params.items()}
 
 
-def _draw(pipeline, batch: int, g: torch.Generator, only: str | None) -> dict:
-    """Parameters of every op of ``pipeline``: sampled (all ops, or only ``only``), identity for the rest."""
-    return {name: (op.sample(batch, g) if only is None or name == only else op.null_params(batch))
-            for name, op in pipeline}
+def _draw(pipeline, batch: int, g: torch.Generator, only: str | None, applied: bool = False) -> dict:
+    """Parameters of every op of ``pipeline``: sampled (all ops, or only ``only``), identity for the rest.
+
+    ``applied``: every drawn op is applied (its probability ``p`` ignored), as the bank's targets are.
+    """
+    def draw(op):
+        if not applied:
+            return op.sample(batch, g)
+        return {**op.sample_applied(batch, g), "applied": torch.ones(batch, dtype=torch.bool)}
+
+    return {name: (draw(op) if only is None or name == only else op.null_params(batch)) for name, op in pipeline}
 
 
 def _identity(pipeline, batch: int) -> dict:
@@ -116,7 +125,7 @@ class _WorldModelEval(Evaluator):
             src = _identity(views.source, n)
         else:
             src = _draw(views.source, n, g, only)
-        tgt = _draw(views.target, n * bank, g, only)
+        tgt = _draw(views.target, n * bank, g, only, applied=True)
         actions = views.encode(_repeat(src, bank), tgt, n * bank).view(n, bank, -1)
         pixels = pixels.to(device)
         x = views.apply(views.source, pixels, src)
@@ -196,7 +205,10 @@ class EquivarianceMRR(_WorldModelEval):
         pixels = C.to_pixels(self._images(run), torch.device("cpu"))
         g = C.generator(run, self.name, "params")
         ranked, _, _ = self._rank(run, pixels, g)
-        out = {"mrr": sum(r.reciprocal_rank for r in ranked) / len(ranked), "chance": chance_mrr(cfg.bank_size)}
+        rr = torch.tensor([r.reciprocal_rank for r in ranked], dtype=torch.float64)
+        # the standard error says how far from chance an action-blind predictor may land by luck
+        stderr = float(rr.std() / len(rr) ** 0.5) if len(rr) > 1 else float("nan")
+        out = {"mrr": float(rr.mean()), "mrr_stderr": stderr, "chance": chance_mrr(cfg.bank_size)}
         if cfg.per_transformation:
             for name, _ in run.views.target:
                 ranked, _, _ = self._rank(run, pixels, C.generator(run, self.name, "params", name), only=name)

@@ -29,10 +29,11 @@ def test_none_sits_at_chance_and_conditioned_predictors_are_clearly_above(sweep_
     rows = _rows(sweep_dir)
     assert set(rows) == {"none", "sequence", "feature"}
     mrr = {name: float(row["equivariance_mrr.mrr"]) for name, row in rows.items()}
+    err = {name: float(row["equivariance_mrr.mrr_stderr"]) for name, row in rows.items()}
     chance = float(rows["none"]["equivariance_mrr.chance"])
-    assert mrr["none"] < 1.2 * chance, mrr  # it cannot know the action
+    assert abs(mrr["none"] - chance) < 3 * err["none"], (mrr, err)  # it cannot know the action
     for name in ("sequence", "feature"):
-        assert mrr[name] > 1.4 * chance and mrr[name] > 1.5 * mrr["none"], mrr
+        assert mrr[name] > 1.4 * chance and mrr[name] > mrr["none"] + 3 * max(err[name], err["none"]), (mrr, err)
     assert (sweep_dir / "ablation.png").stat().st_size > 1000
     assert "| none |" in (sweep_dir / "ablation.md").read_text()
 

@@ -253,7 +253,7 @@ def test_untrained_predictor_without_conditioning_is_near_chance_and_determinist
     exp = build(*IWM_VIEWS)  # conditioning none: the predictor never sees the action
     ev = make("equivariance_mrr", n_images=16, bank_size=16, per_transformation=False)
     out = ev.evaluate(cpu_run(exp))
-    assert set(out) == {"mrr", "chance"}
+    assert set(out) == {"mrr", "mrr_stderr", "chance"}
     assert abs(out["mrr"] - chance_mrr(16)) < 0.15
     assert ev.evaluate(cpu_run(exp)) == out
 
