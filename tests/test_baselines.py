@@ -305,7 +305,9 @@ def test_two_processes_with_half_batches_match_one_process_with_the_whole_batch(
         assert set(shards[0]["grads"]) == set(reference["grads"])
         for key, grad in reference["grads"].items():
             for shard in shards:
-                torch.testing.assert_close(shard["grads"][key], grad, rtol=1e-4, atol=1e-6, msg=f"{name} {key}")
+                # atol 1e-5: the final norm's bias feeds a BatchNorm projector, its gradient is round-off
+                torch.testing.assert_close(shard["grads"][key], grad, rtol=1e-4, atol=1e-5,
+                                           msg=lambda m, where=f"{name} {key}": f"{where}: {m}")
 
 
 # --------------------------------------------------------------------------- masks, pixels, augmentations
