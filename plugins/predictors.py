@@ -67,17 +67,19 @@ class ViTPredictor(Predictor):
         n_context = context_idx.shape[1]
         pos = self.pos_embed.expand(batch, -1, -1)
         x = self.embed(context) + gather_tokens(pos, context_idx)
-        # One predictor pass per target block: context repeated block-major.
-        x = x[:, None].expand(-1, blocks, -1, -1).reshape(batch * blocks, n_context, -1)
         masks = self.mask_token + gather_tokens(pos, target_idx).reshape(batch * blocks, n_target, -1)
-        parts = [x, masks]
+        parts = [masks]
         if action is not None:
             action = action.repeat_interleave(blocks, dim=0)
-            parts[1] = self.conditioner.mask_tokens(masks, action)
+            parts[0] = self.conditioner.mask_tokens(masks, action)
             extra = self.conditioner.tokens(action)
             if extra is not None:
                 parts.append(extra.to(masks.dtype))
-        x = self.norm(self.blocks(torch.cat(parts, dim=1)))
+        # One predictor pass per target block: the context, broadcast (not copied) over the
+        # blocks, and each block's tokens meet in a single cat, block-major per image.
+        parts = [x[:, None].expand(-1, blocks, -1, -1)] + [p.view(batch, blocks, p.shape[1], -1) for p in parts]
+        x = torch.cat(parts, dim=2).flatten(0, 1)
+        x = self.norm(self.blocks(x))
         out = self.proj(x[:, n_context:n_context + n_target])
         return out.reshape(batch, blocks, n_target, -1)
 
