@@ -101,7 +101,8 @@ class Trainer:
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self._ema = [(list(copy.parameters()), list(online.parameters()))
                      for online, copy in exp.target.momentum_pairs]
-        self.step_fn = self._compiled_step() if self.cfg.train.compile else self._forward_loss
+        if self.cfg.train.compile:
+            self._compile_blocks()
 
     # ------------------------------------------------------------------ state
     def state_dict(self, step: int) -> dict[str, Any]:
@@ -147,8 +148,21 @@ class Trainer:
             target = self.exp.target(target_view, masks.targets)
         return self.exp.target.loss(prediction.float(), target.float())
 
-    def _compiled_step(self):
-        return torch.compile(self._forward_loss, dynamic=False)
+    def _compile_blocks(self) -> None:
+        """``train.compile``: compile every transformer block, with dynamic sequence lengths.
+
+        The multi-block masks change the context and target lengths every step, so
+        compiling the whole step with static shapes recompiles each step (and dynamo
+        falls back to eager after 8), while the whole step with dynamic shapes hits an
+        inductor stride assertion in the backward (torch 2.14, the predictor's cat).
+        Blocks compile once per width with symbolic lengths.
+        """
+        from timm.models.vision_transformer import Block
+
+        for module in self.exp.modules().values():
+            for block in module.modules():
+                if isinstance(block, Block):
+                    block.compile(dynamic=True)
 
     @torch.no_grad()
     def _momentum_update(self, step: int, total: int) -> None:
@@ -164,7 +178,7 @@ class Trainer:
                 group["weight_decay"] = wd
         generator = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.dist.rank, step))
         views = self.exp.views(images, generator)
-        loss = self.step_fn(views)
+        loss = self._forward_loss(views)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.clip_grad is not None:
