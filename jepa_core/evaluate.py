@@ -110,11 +110,11 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
     path = checkpoint.latest(run_dir)
     if path is None:
         raise ConfigError(f"{run_dir}: no checkpoint in {checkpoint.checkpoint_dir(run_dir)} (train first)")
-    try:
-        if not random_init:
+    if not random_init:
+        try:
             checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
-    except checkpoint.CheckpointError as exc:
-        raise ConfigError(str(exc)) from None
+        except checkpoint.CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
     for i, (name, evaluator) in enumerate(exp.evaluators):
         missing = sorted(need for need in evaluator.needs if not _has(exp, need))
         if missing:

@@ -142,10 +142,10 @@ def timm_kwargs(encoder: torch.nn.Module) -> dict[str, Any]:
 
 def export_timm(run_dir: str | Path, out: str | Path, which: str = "target") -> str:
     """Write the run's (target or online) encoder for timm; returns the create_model line to use it."""
-    from jepa_core.evaluate import load_run
+    from jepa_core.evaluate import load_run, trained_run
 
-    exp = load_run(run_dir)
-    encoder = exp.target.encoder if which == "target" and hasattr(exp.target, "encoder") else exp.encoder
+    run = trained_run(load_run(run_dir))
+    encoder = run.target_encoder if which == "target" else run.encoder
     checkpoint.atomic_write(out, lambda f: torch.save(timm_state(encoder), f))
     kwargs = ", ".join(f"{k}={v!r}" for k, v in timm_kwargs(encoder).items())
     return (f"timm.create_model({encoder.name!r}, pretrained=True, num_classes=0, "

@@ -22,12 +22,13 @@ reports MRR 0.00 for conditioning ``none``. For each val image (centre crop):
    mean-pooled tokens; the reciprocal rank of y_0 is averaged over images.
 
 Bank entries whose action equals the true one (possible with discrete ops)
-are the same target for the predictor and are not counted against it; exact distance ties with
-other entries count as the expected rank under random tie-breaking. So a
-predictor that ignores the action scores the chance level
-``H(bank_size) / bank_size`` in expectation, and one that predicts the true latents scores 1.
-One image's reciprocal rank is noisy (standard deviation about 0.14 at bank
-64), so ``mrr_stderr`` reports the standard error of the mean over images.
+are the same target for the predictor and are not counted against it; exact
+distance ties with other entries count as the expected rank under random
+tie-breaking. So a predictor that ignores the action scores the chance level
+``H(bank_size) / bank_size`` in expectation, and one that predicts the true
+latents scores 1. One image's reciprocal rank is noisy (standard deviation
+0.14 for uniform ranks at bank 64, 0.2-0.3 for trained predictors), so
+``mrr_stderr`` reports the standard error of the mean over images.
 
 ``mrr_<name>``: the same with only transformation ``name`` varying (drawn in
 both pipelines where it appears, every other op the identity), for every op of

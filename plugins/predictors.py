@@ -68,18 +68,18 @@ class ViTPredictor(Predictor):
         pos = self.pos_embed.expand(batch, -1, -1)
         x = self.embed(context) + gather_tokens(pos, context_idx)
         masks = self.mask_token + gather_tokens(pos, target_idx).reshape(batch * blocks, n_target, -1)
-        parts = [masks]
+        per_block = [masks]  # (batch * blocks, tokens, width) each
         if action is not None:
             action = action.repeat_interleave(blocks, dim=0)
-            parts[0] = self.conditioner.mask_tokens(masks, action)
+            per_block[0] = self.conditioner.mask_tokens(masks, action)
             extra = self.conditioner.tokens(action)
             if extra is not None:
-                parts.append(extra.to(masks.dtype))
+                per_block.append(extra.to(masks.dtype))
         # One predictor pass per target block: the context, broadcast (not copied) over the
         # blocks, and each block's tokens meet in a single cat, block-major per image.
-        parts = [x[:, None].expand(-1, blocks, -1, -1)] + [p.view(batch, blocks, p.shape[1], -1) for p in parts]
-        x = torch.cat(parts, dim=2).flatten(0, 1)
-        x = self.norm(self.blocks(x))
+        context_per_block = x[:, None].expand(-1, blocks, -1, -1)
+        x = torch.cat([context_per_block] + [t.view(batch, blocks, t.shape[1], -1) for t in per_block], dim=2)
+        x = self.norm(self.blocks(x.flatten(0, 1)))
         out = self.proj(x[:, n_context:n_context + n_target])
         return out.reshape(batch, blocks, n_target, -1)
 
