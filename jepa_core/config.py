@@ -276,11 +276,6 @@ def _absolute_plugin(spec: str, origin: str) -> str:
     return str((base / spec).resolve())
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
-    """Validate an already-resolved mapping (e.g. a run directory's config.yaml)."""
-    return _structure_attrs(ExperimentConfig, copy.deepcopy(data), "", _Ctx({}, source))
-
-
 def to_dict(config: Any) -> Any:
     """Plain YAML-ready data for a config (components as ``{name, **params}``)."""
     if isinstance(config, Component):

@@ -79,10 +79,6 @@ class Encoder(nn.Module):
         self.register_buffer("pos_embed", sincos_2d(self.embed_dim, self.grid)[None], persistent=False)
         self._init_weights()
 
-    @property
-    def num_patches(self) -> int:
-        return self.grid[0] * self.grid[1]
-
     def _init_weights(self) -> None:
         # I-JEPA: truncated normal 0.02, then rescale each block's output projections by depth.
         for module in self.vit.modules():

@@ -46,10 +46,6 @@ class TrainedRun:
     def config(self):
         return self.experiment.config
 
-    @property
-    def has_actions(self) -> bool:
-        return self.views.action_dim > 0
-
     def dataset(self, split: str):
         return self.experiment.dataset(split)
 
