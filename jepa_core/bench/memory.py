@@ -2,7 +2,10 @@
 
 CPU: the peak resident set size of a process that builds the recipe and runs
 two steps (so one process's allocations never hide another's); CUDA: the
-peak allocated memory of those two steps.
+peak allocated memory of those two steps. The CPU peak is Linux's ``VmHWM``:
+``ru_maxrss`` of a spawned process also counts its parent's resident memory at
+the fork (the bench process, 3 GB after the train-step suite), which made both
+recipes read the parent's figure.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import sys
 from jepa_core.bench.train_step import RECIPES
 
 CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
+from jepa_core.bench.memory import peak_rss_bytes
 from jepa_core.bench.train_step import _images, _trainer
 recipe, device = sys.argv[1], sys.argv[2]
 trainer = _trainer(recipe, device)
@@ -23,9 +27,16 @@ if device == "cuda":
     torch.cuda.reset_peak_memory_stats()
 for step in range(2):
     trainer.train_step(images, step, 1000, 1e-4, 0.04).item()
-peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
 print(json.dumps(peak))
 """
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set size (Linux ``VmHWM``), not its parent's."""
+    with open("/proc/self/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmHWM"].split()[0]) * 1024
 
 
 def peak_bytes(recipe: str, device: str) -> int:
