@@ -1,0 +1,56 @@
+"""The benchmark's FLOP count and command line (its figures are measurements, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from timm.models.vision_transformer import Block
+
+from jepa_core.bench.__main__ import main
+from jepa_core.bench.flops import count_flops
+
+
+@pytest.mark.parametrize("heads", [3, 12])
+def test_a_transformer_block_counts_its_model_flops_attention_included(heads):
+    """MFU divides these FLOPs by time: on the CPU torch's own counter sees no attention at all."""
+    batch, tokens, width = 2, 50, 192
+    block = Block(width, heads, mlp_ratio=4.0, qkv_bias=True)
+    x = torch.randn(batch, tokens, width, requires_grad=True)
+
+    total, per_op = count_flops(lambda: block(x).sum().backward())
+
+    linear = 2 * batch * tokens * 12 * width**2  # qkv, proj and the 4x MLP, forward
+    attention = 4 * batch * tokens**2 * width  # q @ k^T and attn @ v over all heads, forward
+    assert total == 3 * (linear + attention)  # backward: twice the forward, no recomputed scores
+    assert sum(n for op, n in per_op.items() if "attention" in op) == 3 * attention
+
+
+def test_json_rows_carry_value_reference_and_their_ratio(capsys):
+    assert main(["--suite", "masking", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["suite"] == "masking" and row["unit"] == "ms/batch" and row["target"] == ">= 20x"
+    assert row["ratio"] == pytest.approx(row["reference"] / row["value"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    assert main(["--device", "cuda", "--suite", "masking"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA device" in err
+
+
+def test_a_spawned_process_peak_rss_is_its_own_not_its_parents():
+    """The memory suite's children are spawned by a bench process holding gigabytes."""
+    held = bytearray(2 << 30)
+    held[::4096] = b"\1" * len(held[::4096])  # make the parent's 2 GiB resident
+    code = ("import resource; from jepa_core.bench.memory import peak_rss_bytes; "
+            "print(peak_rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    own, inherited = map(int, done.stdout.split())
+    assert inherited > 2 << 30  # ru_maxrss would have reported the parent's 2 GiB
+    assert own < 1 << 30  # torch imported: about 0.6 GiB
+    del held
