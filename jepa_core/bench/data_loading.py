@@ -55,7 +55,7 @@ def run(device: str) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="jepa-bench-jpeg-") as tmp:
         root = write_folder(Path(tmp))
         loaded = loader_images_per_s(root, workers)
-    consumed = BATCH / step_figures("ijepa", device)["eager"]["seconds"]
+    consumed = BATCH / step_figures(device)["ijepa"]["eager"]["seconds"]
     return [
         {"suite": "data_loading", "name": f"JPEG folder -> {SIZE}px crops, {workers} workers",
          "value": loaded, "unit": "img/s", "reference": consumed, "ratio": loaded / consumed,

@@ -95,43 +95,53 @@ def _timed(fn, device: str) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def step_figures(recipe: str, device: str) -> dict[str, dict[str, float]]:
-    """Per mode ("eager", and "compiled" for ``train.compile: true``): median seconds
-    and median FLOP/s over ``REPEATS`` step indices, and the first step's seconds.
+def step_figures(device: str) -> dict[str, dict[str, dict[str, float]]]:
+    """Per recipe and mode ("eager", and "compiled" for ``train.compile: true``):
+    median seconds and median FLOP/s over ``REPEATS`` step indices, and the first
+    step's seconds.
 
-    Each step index runs twice per mode, the modes taking turns, and its faster
-    time counts: the peak is the fastest matmul, so on a shared machine both
-    sides of MFU are best cases, and slow spells fall on both modes alike. A
-    step's masks are a function of its index, so its FLOPs change from step to
-    step: each index is replayed under the FLOP counter afterwards (eager; the
-    compiled step runs the same model) and set against its own time. Cached: the
-    data-loading suite compares against the same measurement.
+    Each step index runs twice on every (recipe, mode), all four taking turns,
+    and its faster time counts: the peak is the fastest matmul, so on a shared
+    machine both sides of MFU are best cases, and slow spells fall on recipes
+    and modes alike. A step's masks are a function of its index, so its FLOPs
+    change from step to step: each index is replayed under the FLOP counter
+    afterwards (eager; the compiled step runs the same model) and set against
+    its own time. Cached: the data-loading suite compares against the same
+    measurement.
     """
-    trainers = {"eager": _trainer(recipe, device), "compiled": _trainer(recipe, device, compile=True)}
+    modes = {"eager": False, "compiled": True}
+    trainers = {(recipe, mode): _trainer(recipe, device, compile=compiled)
+                for recipe in RECIPES for mode, compiled in modes.items()}
     images = _images(device)
     steps = range(1, REPEATS + 1)
 
-    def step_of(mode: str, step: int):
-        return lambda: trainers[mode].train_step(images, step, 1000, 1e-4, 0.04)
+    def step_of(key: tuple[str, str], step: int):
+        return lambda: trainers[key].train_step(images, step, 1000, 1e-4, 0.04)
 
-    first = {mode: _timed(step_of(mode, 0), device) for mode in trainers}
-    seconds: dict[str, list[float]] = {mode: [] for mode in trainers}
+    first = {key: _timed(step_of(key, 0), device) for key in trainers}
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
     for step in steps:
-        runs = [{mode: _timed(step_of(mode, step), device) for mode in trainers} for _ in range(2)]
-        for mode in trainers:
-            seconds[mode].append(min(run[mode] for run in runs))
-    flops = [count_flops(step_of("eager", step))[0] for step in steps]
-    return {mode: {"seconds": statistics.median(times), "first_step": first[mode], "flops": statistics.mean(flops),
-                   "flop_rate": statistics.median(f / t for f, t in zip(flops, times))}
-            for mode, times in seconds.items()}
+        runs = [{key: _timed(step_of(key, step), device) for key in trainers} for _ in range(2)]
+        for key in trainers:
+            seconds[key].append(min(run[key] for run in runs))
+    figures: dict[str, dict[str, dict[str, float]]] = {recipe: {} for recipe in RECIPES}
+    for recipe in RECIPES:
+        flops = [count_flops(step_of((recipe, "eager"), step))[0] for step in steps]
+        for mode in modes:
+            times = seconds[recipe, mode]
+            figures[recipe][mode] = {
+                "seconds": statistics.median(times), "first_step": first[recipe, mode],
+                "flops": statistics.mean(flops), "flop_rate": statistics.median(f / t for f, t in zip(flops, times)),
+            }
+    return figures
 
 
 def run(device: str) -> list[dict]:
     peak = matmul_peak(device)
     rows = [{"suite": "train_step", "name": f"matmul peak ({'bf16' if device == 'cuda' else 'fp32'}, best square size)",
              "value": peak / 1e9, "unit": "GFLOP/s"}]
-    for recipe in RECIPES:
-        eager, compiled = step_figures(recipe, device).values()
+    for recipe, figures in step_figures(device).items():
+        eager, compiled = figures["eager"], figures["compiled"]
         rows += [
             {"suite": "train_step", "name": f"{recipe} ViT-Ti/16 224px pred 6x384 (3 heads), batch {BATCH}",
              "value": BATCH / eager["seconds"], "unit": "img/s"},
