@@ -53,7 +53,7 @@ def _per_image(reference, images: torch.Tensor) -> torch.Tensor:
     return torch.stack([reference(img) for img in images])
 
 
-def _best_rates(fns: dict, device: str, rounds: int = 3) -> dict:
+def _best_rates(fns: dict, device: str, rounds: int = 8) -> dict:
     """Images/s of each fn: fastest of ``rounds`` after a warm-up, the fns interleaved
     so a shared machine's load drifts over all of them alike."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
