@@ -27,7 +27,7 @@ from jepa_core.launch import main as launch
 from jepa_core.manager import get_registries
 from jepa_core.train import Trainer
 from jepa_core.views import normalize
-from helpers import read_metrics
+from helpers import DDP_RTOL, assert_all_close_scaled, assert_close_scaled, read_metrics
 from plugins import contrastive as C
 from plugins import pixel as P
 from registries.conditioning import Conditioner
@@ -199,23 +199,27 @@ def _ddp_loss(kind, proj, momentum, xa, xb):
 
 
 def _ddp_run(kind, rank, world):
-    """Loss, DDP-averaged parameter gradients, input gradients and BN statistics of this rank's shard."""
+    """Loss, DDP-averaged parameter gradients, input gradients and BN statistics of this rank's shard.
+
+    ``local``: this rank's parameter gradients before the all-reduce (the negative control).
+    """
     proj, momentum, xa, xb = _ddp_case(kind)
     n = xa.shape[0] // world
     xa = xa[rank * n:(rank + 1) * n].clone().requires_grad_()
     xb = xb[rank * n:(rank + 1) * n].clone().requires_grad_()
     loss = _ddp_loss(kind, proj, momentum, xa, xb)
     loss.backward()
-    grads = {}
+    grads, local = {}, {}
     for name, p in proj.named_parameters():
         if p.grad is not None:
             grad = p.grad.clone()
+            local[name] = p.grad.clone()
             if world > 1:  # what DistributedDataParallel does
                 torch.distributed.all_reduce(grad)
                 grad /= world
             grads[name] = grad
     stats = {k: v.clone() for k, v in proj.state_dict().items() if "running" in k}
-    return {"loss": loss.detach(), "grads": grads, "xa": xa.grad, "xb": xb.grad, "stats": stats}
+    return {"loss": loss.detach(), "grads": grads, "local": local, "xa": xa.grad, "xb": xb.grad, "stats": stats}
 
 
 ENGINE_CASES = ("simclr", "vicreg", "mocov3")
@@ -268,7 +272,12 @@ def test_two_processes_with_half_batches_match_one_process_with_the_whole_batch(
 
     The views are drawn once for the 16 images and split, so both sides see the
     same samples; DDP (or, for the bare losses, an explicit all_reduce) averages
-    the gradients.
+    the gradients. Both sides sum the same terms in another order, so gradients
+    and statistics are compared at the scale of their module (``DDP_RTOL``), not
+    entry by entry: a bias right before a BatchNorm has a true gradient of zero
+    and only round-off to compare. A real mismatch is a fraction of the module's
+    scale, thousands of times ``DDP_RTOL``: the negative controls below (a
+    gradient without the all-reduce, or summed and not averaged) must fail.
     """
     engine_reference = {}
     for name in ENGINE_CASES:
@@ -287,27 +296,30 @@ def test_two_processes_with_half_batches_match_one_process_with_the_whole_batch(
         shards = [r[kind] for r in ranks]
         # the logged loss (mean over ranks) is the whole batch's loss
         assert ((shards[0]["loss"] + shards[1]["loss"]) / 2).item() == pytest.approx(full["loss"].item(), rel=1e-5)
-        assert set(full["grads"]) == set(shards[0]["grads"])
-        for name, grad in full["grads"].items():
-            for shard in shards:
-                torch.testing.assert_close(shard["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"{kind} {name}")
-        # gradients reach the other rank's embeddings through the gather (summed over ranks: DDP divides by 2)
         for r, shard in enumerate(shards):
+            assert_all_close_scaled(shard["grads"], full["grads"], DDP_RTOL, f"{kind} rank {r} gradient")
+            # negative controls: without the all-reduce, or summed instead of averaged, it must fail
+            for wrong, grads in (("not all-reduced", shard["local"]),
+                                 ("summed", {k: 2 * g for k, g in shard["grads"].items()})):
+                with pytest.raises(AssertionError):
+                    assert_all_close_scaled(grads, full["grads"], DDP_RTOL, f"{kind} rank {r} {wrong}")
+            # gradients reach the other rank's embeddings through the gather (summed over ranks: DDP divides by 2)
             for view in ("xa", "xb"):
-                torch.testing.assert_close(shard[view] / 2, full[view][r * 4:(r + 1) * 4], rtol=1e-4, atol=1e-7)
-            for name, value in full["stats"].items():  # global batch norm: whole-batch running statistics
-                if "num_batches" not in name:
-                    torch.testing.assert_close(shard["stats"][name], value, rtol=1e-4, atol=1e-6)
+                assert_close_scaled(shard[view] / 2, full[view][r * 4:(r + 1) * 4], DDP_RTOL,
+                                    f"{kind} rank {r} input gradient {view}", scale=full[view].abs().max().item())
+            # global batch norm: whole-batch running statistics (a running mean can be pure round-off:
+            # head.1 follows a bias-free layer on batch-normalised inputs)
+            stats = {k: v for k, v in full["stats"].items() if "num_batches" not in k}
+            assert_all_close_scaled({k: shard["stats"][k] for k in stats}, stats, DDP_RTOL,
+                                    f"{kind} rank {r} BatchNorm")
     for name, reference in engine_reference.items():
         shards = [r[f"engine {name}"] for r in ranks]
         assert shards[0]["loss"] != shards[1]["loss"]
         assert (shards[0]["loss"] + shards[1]["loss"]) / 2 == pytest.approx(reference["loss"], rel=1e-5), name
-        assert set(shards[0]["grads"]) == set(reference["grads"])
-        for key, grad in reference["grads"].items():
-            for shard in shards:
-                # atol 1e-5: the final norm's bias feeds a BatchNorm projector, its gradient is round-off
-                torch.testing.assert_close(shard["grads"][key], grad, rtol=1e-4, atol=1e-5,
-                                           msg=lambda m, where=f"{name} {key}": f"{where}: {m}")
+        for r, shard in enumerate(shards):
+            # the encoder's final-norm bias feeds a BatchNorm projector: its gradient is round-off,
+            # judged against the encoder's largest gradient entry
+            assert_all_close_scaled(shard["grads"], reference["grads"], DDP_RTOL, f"{name} rank {r} gradient")
 
 
 # --------------------------------------------------------------------------- masks, pixels, augmentations
