@@ -255,6 +255,9 @@ def build_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        # its own generator: the workers' base seed must not draw from the global RNG,
+        # whose state the checkpoint restores (a resumed run would draw once more)
+        generator=torch.Generator().manual_seed(mix_seed(seed, rank, _DRAW)),
     )
     return loader, sampler
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
+from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, at, build_experiment
 from jepa_core.views import Views
 
@@ -144,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for module in exp.modules().values():
         module.to(device)
-    results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
+    try:
+        results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
+    except RunError as exc:  # e.g. the disk filled up while writing eval.json
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(format_results(results))
     return 0
 

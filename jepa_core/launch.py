@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jepa_core import sweep
+from jepa_core import runlock, sweep
 from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
+from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, execute, write_config
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_for(loaded, args.output)
         if not args.dry_run:
             check_run_dir(run_dir, loaded)
+            runlock.check_free(run_dir)
         if args.slurm:
             from jepa_core import slurm
 
@@ -108,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run directory: {run_dir}")
     try:
         result = execute(exp, run_dir, dist)
+    except ConfigError as exc:  # the run directory was taken between the check above and the lock
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
     if dist.is_main:
@@ -125,6 +133,7 @@ def launch_sweep(args: argparse.Namespace) -> int:
                 build_experiment(member.loaded)
                 if not args.dry_run:
                     check_run_dir(member.run_dir, member.loaded)
+                    runlock.check_free(member.run_dir)
             except ConfigError as exc:
                 raise ConfigError(f"{exc} (sweep member {member.name})") from None
         if args.slurm:
@@ -176,8 +185,11 @@ def report(result: dict) -> None:
 
 # ------------------------------------------------------------ several processes
 
-def run_from_dir(run_dir: str | Path) -> tuple[dict, DistInfo]:
-    """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate."""
+def run_from_dir(run_dir: str | Path, locked: bool = False) -> tuple[dict, DistInfo]:
+    """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate.
+
+    ``locked``: the parent process holds the run directory's lock.
+    """
     from jepa_core import distributed
     from jepa_core.run import CONFIG
 
@@ -185,7 +197,7 @@ def run_from_dir(run_dir: str | Path) -> tuple[dict, DistInfo]:
     exp = build_experiment(load_config(run_dir / CONFIG))
     dist = distributed.init(exp.config.train.device)
     try:
-        return execute(exp, run_dir, dist), dist
+        return execute(exp, run_dir, dist, locked=locked), dist
     finally:
         distributed.shutdown()
 
@@ -199,7 +211,7 @@ def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if not torch.cuda.is_available():  # share the cores instead of each process taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
-    result, dist = run_from_dir(run_dir)
+    result, dist = run_from_dir(run_dir, locked=True)
     if dist.is_main:
         report(result)
 
@@ -211,6 +223,11 @@ def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int
     from jepa_core import launch as this  # by module name, also when run as __main__
     from jepa_core.distributed import free_port
 
+    try:
+        lock = runlock.RunLock(run_dir).acquire()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     run_dir = write_config(exp.config, run_dir)
     try:
         mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
@@ -221,6 +238,8 @@ def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int
     except mp.ProcessExitedException as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0
 
 

@@ -16,6 +16,7 @@ import yaml
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, to_dict
 from jepa_core.distributed import DistInfo
+from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, at
 
 CONFIG = "config.yaml"
@@ -94,25 +95,34 @@ def loggers(exp: Experiment, run_dir: Path, dist: DistInfo) -> Iterator[None]:
                 close()
 
 
-def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None) -> dict[str, Any]:
-    """Train (resuming from the run directory's checkpoint) and evaluate."""
+def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
+            locked: bool = False) -> dict[str, Any]:
+    """Train (resuming from the run directory's checkpoint) and evaluate.
+
+    Rank 0 owns the run directory (:mod:`jepa_core.runlock`) from before its
+    first write to the end; ``locked`` says a parent process (``--nproc``) holds it.
+    """
     from jepa_core.evaluate import run_evaluators
+    from jepa_core.runlock import RunLock
     from jepa_core.train import Trainer
 
     run_dir = Path(run_dir)
     dist = dist or DistInfo()
-    if dist.is_main:
-        write_config(exp.config, run_dir)
-    if dist.is_main and (run_dir / STATUS).exists():
-        (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
-    try:
-        with loggers(exp, run_dir, dist):
-            metrics = Trainer(exp, run_dir, dist).fit()
-            results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
-    except Exception as exc:
+    owner = RunLock(run_dir) if dist.is_main and not locked else contextlib.nullcontext()
+    with owner:
         if dist.is_main:
-            checkpoint.write_json(run_dir / STATUS, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        raise
-    if dist.is_main:
-        checkpoint.write_json(run_dir / STATUS, {"state": "finished", "step": metrics.get("step")})
+            write_config(exp.config, run_dir)
+        if dist.is_main and (run_dir / STATUS).exists():
+            (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
+        try:
+            with loggers(exp, run_dir, dist):
+                metrics = Trainer(exp, run_dir, dist).fit()
+                results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
+        except Exception as exc:
+            if dist.is_main:
+                with contextlib.suppress(RunError):  # a full disk must not hide the error that stopped the run
+                    checkpoint.write_json(run_dir / STATUS, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        if dist.is_main:
+            checkpoint.write_json(run_dir / STATUS, {"state": "finished", "step": metrics.get("step")})
     return {"metrics": metrics, "eval": results}

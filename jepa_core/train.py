@@ -9,7 +9,7 @@ masks. A resumed run therefore repeats an uninterrupted one step for step.
 from __future__ import annotations
 
 import json
-import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,10 +22,15 @@ from torch import nn
 from jepa_core import checkpoint
 from jepa_core.data import build_loader, mix_seed
 from jepa_core.distributed import DistInfo, Preempted
+from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment
 from jepa_core.schedules import cosine, warmup_cosine
 
 METRICS = "metrics.jsonl"
+
+
+class NonFiniteLoss(RunError):
+    """The loss became NaN or infinite; the run stopped without saving over the last good checkpoint."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -99,6 +104,7 @@ class Trainer:
             eps=self.cfg.optim.eps, fused=True,
         )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._saved_step: int | None = None
         self._ema = [(list(copy.parameters()), list(online.parameters()))
                      for online, copy in exp.target.momentum_pairs]
         if self.cfg.train.compile:
@@ -118,6 +124,7 @@ class Trainer:
             return 0
         state = checkpoint.load(path)
         checkpoint.load_modules(self.exp.modules(), state, str(path))
+        self._saved_step = int(state["step"])
         if "optimizer" not in state:  # weights only (jepa_core.interop import): train on from them
             return int(state["step"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -127,12 +134,34 @@ class Trainer:
         return int(state["step"])
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after the checkpoint we resume from: they will be redone."""
+        """Drop metrics logged after the checkpoint we resume from (they will be redone) and any torn line."""
         path = self.run_dir / METRICS
         if not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [line for line in path.read_text().splitlines() if (s := _step_of(line)) is not None and s <= step]
         checkpoint.write_text(path, "".join(line + "\n" for line in keep))
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        """Append one line with a single ``write``: a killed process leaves whole lines."""
+        fd = os.open(self.run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(metrics) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        """Stop, saving nothing, once any rank's loss has been NaN or infinite (one sync)."""
+        bad = int(first_bad.item())
+        if not self.dist.any(bad > 0):
+            return
+        where = f"at step {bad}" if bad else "on another rank"
+        if self._saved_step is None:
+            kept = "no checkpoint was written before it"
+        else:
+            kept = f"the last good checkpoint, {checkpoint.checkpoint_dir(self.run_dir) / checkpoint.LATEST} " \
+                   f"(step {self._saved_step}), is untouched"
+        raise NonFiniteLoss(f"loss became non-finite {where}; the run stopped and {kept}; "
+                            "lower optim.lr or set optim.clip_grad")
 
     # ------------------------------------------------------------------- step
     def _forward_loss(self, views) -> torch.Tensor:
@@ -190,6 +219,7 @@ class Trainer:
     def _save(self, step: int) -> None:
         if self.dist.is_main:
             path = checkpoint.save(self.run_dir, self.state_dict(step))
+            self._saved_step = step
             self.exp.pm.hook.jepa_on_checkpoint(step=step, path=str(path))
 
     # -------------------------------------------------------------------- run
@@ -212,25 +242,32 @@ class Trainer:
         step = start
         bar = _progress(start, total) if self.dist.is_main else None
         tick, images_since = time.perf_counter(), 0
-        for batch in loader:
+        # The first step whose loss was not finite (0: none), kept on the device so that
+        # steps do not sync; read every step on a lone CPU process (free there), else at
+        # log and checkpoint steps, always before anything is written.
+        first_bad = torch.zeros((), dtype=torch.long, device=self.device)
+        check_every_step = self.device.type == "cpu" and not self.dist.active
+        for batch in _batches(loader):
             if step >= total:
                 break
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
             images = batch["image"].to(self.device, non_blocking=True)
             loss = self.train_step(images, step, total, lr, wd)
             step += 1
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             images_since += images.shape[0] * self.dist.world_size
-            if step % cfg.train.log_every == 0 or step == total:
+            log_now = step % cfg.train.log_every == 0 or step == total
+            save_now = step % cfg.train.checkpoint_every == 0 or step == total
+            if check_every_step or log_now or save_now:
+                self._check_finite(first_bad)
+            if log_now:
                 now = time.perf_counter()
                 metrics = {"step": step, "loss": self.dist.mean(loss.detach()).item(), "lr": lr, "wd": wd,
                            "momentum": exp.target.momentum(step, total),
                            "images_per_s": images_since / max(now - tick, 1e-9)}
                 tick, images_since = now, 0
-                if not math.isfinite(metrics["loss"]):
-                    raise FloatingPointError(f"loss is {metrics['loss']} at step {step}; lower optim.lr?")
                 if self.dist.is_main:
-                    with open(self.run_dir / METRICS, "a") as f:
-                        f.write(json.dumps(metrics) + "\n")
+                    self._log(metrics)
                     exp.pm.hook.jepa_after_step(step=step, metrics=metrics)
                     if bar is not None:
                         bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}",
@@ -238,15 +275,35 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if self.dist.should_stop(step, total):  # preemption / time-limit signal (jepa_core.slurm)
+                self._check_finite(first_bad)
                 self._save(step)
                 raise Preempted(step)
-            if step % cfg.train.checkpoint_every == 0 or step == total:
+            if save_now:
                 self._save(step)
         if bar is not None:
             bar.close()
         if self.dist.is_main:
             exp.pm.hook.jepa_run_end(run_dir=str(self.run_dir), step=step, metrics=metrics)
         return metrics
+
+
+def _step_of(line: str) -> int | None:
+    """The step of a metrics line, or None for a torn or foreign one."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _batches(loader):
+    """Iterate ``loader``, turning a worker that died (OOM killer, signal) into a one-line error."""
+    try:
+        yield from loader
+    except RuntimeError as exc:
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        raise RunError(f"{str(exc).splitlines()[0]}: killed by the OOM killer or a signal? "
+                       "lower data.num_workers or data.batch_size, then relaunch to resume") from None
 
 
 def _progress(start: int, total: int):
