@@ -4,8 +4,22 @@ The official ``MaskCollator`` loops over images and blocks in Python and draws
 positions with ``randint(0, H - h)``, an exclusive bound that never places a
 block on the last row or column. Here the whole batch is sampled at once: target
 indices are corner + offsets, the context is a boolean grid built by broadcasting
-with the targets scattered out, and positions are uniform over every valid place
-(``upstream_bounds=True`` restores the exclusive bound).
+with the targets scattered out, and positions are uniform over every valid place.
+
+``upstream`` selects how faithful to the official code the distribution is:
+
+* ``false`` (default): the paper's description with upstream's quirks fixed:
+  independent uniforms for scale and aspect, the real-valued area, and every
+  valid position (``top`` in ``[0, H - h]``).
+* ``"bounds"``: the above with only upstream's exclusive position bound
+  (``randint(0, H - h)``: a block never touches the last row or column).
+* ``"exact"``: the official ``MaskCollator`` distribution: one uniform sets
+  both scale and aspect (perfectly correlated), the area is rounded down to
+  whole patches (``int(H * W * scale)``) before the square roots, the exclusive
+  bound, contexts must keep *more than* ``min_keep`` patches, and the context may
+  overlap one more target block after every 20 failed draws. Given the same
+  generator state it draws the same block sizes as upstream's
+  ``_sample_block_size`` (target then context, one float32 uniform each).
 
 The baselines' samplers live here too: ``full`` (every token is context and
 one target block: SimCLR, VICReg, MoCo v3) and ``random`` (MAE's random
@@ -26,6 +40,10 @@ from registries.validators import as_pair, interval, positive_int
 
 #: vectorised re-draws of the context position for images left with < min_keep patches
 MAX_TRIES = 100
+#: upstream's ``timeout``: failed context draws before one more target block may be overlapped
+UPSTREAM_TRIES = 20
+#: values of ``MultiBlock.Config.upstream``
+UPSTREAM_MODES = (False, "bounds", "exact")
 
 
 def _positive_interval(high: float):
@@ -43,6 +61,11 @@ def _positive_interval(high: float):
 _bool = attrs.validators.instance_of(bool)
 
 
+def _upstream_mode(instance, attribute, value) -> None:
+    if not (value is False or (isinstance(value, str) and value in UPSTREAM_MODES)):
+        raise ValueError(f"'{attribute.name}' must be false, 'bounds' or 'exact', got {value!r}", attribute)
+
+
 def block_size(u_scale: float, u_aspect: float, scale, aspect, grid) -> tuple[int, int]:
     """(h, w) of a block from two uniforms in [0, 1), as the official code (h < rows, w < cols)."""
     rows, cols = grid
@@ -50,6 +73,17 @@ def block_size(u_scale: float, u_aspect: float, scale, aspect, grid) -> tuple[in
     ratio = aspect[0] + u_aspect * (aspect[1] - aspect[0])
     h = round(math.sqrt(area * ratio))
     w = round(math.sqrt(area / ratio))
+    return max(1, min(h, rows - 1)), max(1, min(w, cols - 1))
+
+
+def upstream_block_size(u: float, scale, aspect, grid) -> tuple[int, int]:
+    """(h, w) of a block as the official ``_sample_block_size``: one uniform ``u`` sets both
+    scale and aspect, and the area is rounded down to whole patches first (h < rows, w < cols)."""
+    rows, cols = grid
+    max_keep = int(rows * cols * (scale[0] + u * (scale[1] - scale[0])))
+    ratio = aspect[0] + u * (aspect[1] - aspect[0])
+    h = round(math.sqrt(max_keep * ratio))
+    w = round(math.sqrt(max_keep / ratio))
     return max(1, min(h, rows - 1)), max(1, min(w, cols - 1))
 
 
@@ -77,27 +111,56 @@ class MultiBlock(Masking):
         context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=as_pair, validator=_positive_interval(math.inf))
         min_keep: int = attrs.field(default=10, validator=positive_int)
         allow_overlap: bool = attrs.field(default=False, validator=_bool)
-        upstream_bounds: bool = attrs.field(default=False, validator=_bool)
+        #: false (faithful, fixed), "bounds" (only upstream's exclusive position bound) or
+        #: "exact" (the official MaskCollator's distribution); see the module docstring
+        upstream: bool | str = attrs.field(default=False, validator=_upstream_mode)
+
+        @property
+        def upstream_bounds(self) -> bool:
+            """Whether positions use upstream's exclusive bound (both upstream modes)."""
+            return self.upstream in ("bounds", "exact")
 
     def __init__(self, config: "MultiBlock.Config | None", grid: tuple[int, int]):
         config = config if config is not None else MultiBlock.Config()
         super().__init__(config, grid)
+        self._exact = config.upstream == "exact"
         rows, cols = self.grid
         if rows < 1 or cols < 1:
             raise ValueError(f"multiblock: the patch grid must be positive, got {self.grid}")
         # Fail at build time, never mid-run, when a context block drawn for some batch
         # could not hold min_keep patches even with every target overlapping it.
-        smallest = min(
-            math.prod(block_size(u / 10, a / 10, config.context_scale, config.context_aspect, self.grid))
-            for u in range(11) for a in range(11)
-        )
-        if smallest < config.min_keep:
+        if self._exact:
+            sizes = (upstream_block_size(u / 1000, config.context_scale, config.context_aspect, self.grid)
+                     for u in range(1001))
+        else:
+            sizes = (block_size(u / 10, a / 10, config.context_scale, config.context_aspect, self.grid)
+                     for u in range(11) for a in range(11))
+        smallest = min(math.prod(size) for size in sizes)
+        if smallest < self._min_context:
             raise ValueError(
                 f"multiblock: 'min_keep' = {config.min_keep} exceeds the smallest context block "
-                f"({smallest} patches on a {rows}x{cols} grid); lower 'min_keep' or raise 'context_scale'"
+                f"({smallest} patches on a {rows}x{cols} grid"
+                + (", and upstream: exact keeps more than min_keep" if self._exact else "")
+                + "); lower 'min_keep' or raise 'context_scale'"
             )
         self._rows = torch.arange(rows)
         self._cols = torch.arange(cols)
+
+    @property
+    def _min_context(self) -> int:
+        """Fewest context patches accepted: upstream accepts only more than ``min_keep``."""
+        return self.config.min_keep + (1 if self._exact else 0)
+
+    def block_sizes(self, generator: torch.Generator) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The batch's target and context (h, w), the first draws of ``sample``."""
+        cfg, g = self.config, generator
+        if self._exact:  # as upstream: one float32 uniform per block kind, target first
+            u = torch.rand(2, generator=g, dtype=torch.float32).tolist()
+            return (upstream_block_size(u[0], cfg.target_scale, cfg.target_aspect, self.grid),
+                    upstream_block_size(u[1], cfg.context_scale, cfg.context_aspect, self.grid))
+        u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
+        return (block_size(u[0], u[1], cfg.target_scale, cfg.target_aspect, self.grid),
+                block_size(u[2], u[3], cfg.context_scale, cfg.context_aspect, self.grid))
 
     def _positions(self, size, n: tuple[int, ...], g: torch.Generator):
         """Top and left corners, uniform over the valid places, shape ``n``."""
@@ -121,9 +184,7 @@ class MultiBlock(Masking):
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
         cfg, g, cols = self.config, generator, self.grid[1]
-        u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
-        th, tw = block_size(u[0], u[1], cfg.target_scale, cfg.target_aspect, self.grid)
-        ch, cw = block_size(u[2], u[3], cfg.context_scale, cfg.context_aspect, self.grid)
+        (th, tw), (ch, cw) = self.block_sizes(g)
 
         # Targets: every block has exactly th*tw patches, so indices are offsets from the corner.
         t_top, t_left = self._positions((th, tw), (batch_size, cfg.n_targets), g)
@@ -137,9 +198,12 @@ class MultiBlock(Masking):
         # As upstream: re-draw the context position of the (few) images left too small, and
         # after every MAX_TRIES failures let it overlap one more target block (upstream's
         # constrain_mask), so sampling always ends: the whole block holds min_keep (checked).
+        # Exact mode counts as upstream: the k-th re-draw follows k + 1 failures, 20 per level.
+        min_context = self._min_context
+        every, first = (UPSTREAM_TRIES, 1) if self._exact else (MAX_TRIES, 0)
         tries = 0
-        while bool((bad := (rank[:, -1] < cfg.min_keep).nonzero().flatten()).numel()):
-            excluded = cfg.n_targets - min(tries // MAX_TRIES, cfg.n_targets)
+        while bool((bad := (rank[:, -1] < min_context).nonzero().flatten()).numel()):
+            excluded = cfg.n_targets - min((tries + first) // every, cfg.n_targets)
             top, left = self._positions((ch, cw), (bad.numel(),), g)
             keep[bad] = self._context_mask(top, left, ch, cw, targets[bad, :excluded])
             rank = keep.cumsum(1)

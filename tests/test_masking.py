@@ -4,13 +4,17 @@ agreement with the plain per-image loop it replaces."""
 from __future__ import annotations
 
 import math
+from collections import Counter
+from statistics import NormalDist
 
+import attrs
 import pytest
 import torch
 
 from jepa_core.bench.masking import reference_multiblock
 from plugins.masking import MultiBlock, jepa_register_transformations
 from registries import ComponentError, Registry, build_config
+from registries.transformations import Masks
 
 GRID = (14, 14)
 N = GRID[0] * GRID[1]
@@ -77,6 +81,9 @@ def test_registers_through_the_hook_and_converts_yaml_lists():
         ({"n_targets": 0}, "n_targets"),
         ({"min_keep": 0}, "min_keep"),
         ({"allow_overlap": "yes"}, "allow_overlap"),
+        ({"upstream": True}, "upstream"),
+        ({"upstream": "exactly"}, "upstream"),
+        ({"upstream_bounds": True}, "upstream_bounds"),  # replaced by upstream: bounds
     ],
 )
 def test_bad_config_names_the_key(params, key):
@@ -151,9 +158,9 @@ def test_context_keeps_min_keep_by_redrawing():
 
 
 def test_truncation_keeps_the_first_patches_of_each_context():
-    # upstream_bounds with a 13x13 context on 14x14 pins the context block at (0, 0),
+    # upstream bounds with a 13x13 context on 14x14 pins the context block at (0, 0),
     # so each image's full context is known: the block minus its targets.
-    cfg = MultiBlock.Config(context_scale=(1.0, 1.0), upstream_bounds=True)
+    cfg = MultiBlock.Config(context_scale=(1.0, 1.0), upstream="bounds")
     block = torch.zeros(GRID, dtype=torch.bool)
     block[:13, :13] = True
     for masks in batches(cfg, n=10):
@@ -210,9 +217,10 @@ def test_every_valid_position_is_reachable():
     assert covered.all(), "the last row and column must be reachable as targets"
 
 
-def test_upstream_bounds_reproduce_the_missing_last_row_and_column():
+@pytest.mark.parametrize("upstream", ["bounds", "exact"])
+def test_upstream_bounds_reproduce_the_missing_last_row_and_column(upstream):
     t_corners, c_corners, covered = set(), set(), torch.zeros(54, dtype=torch.bool)
-    for masks in batches(MultiBlock.Config(**FIXED, upstream_bounds=True), (6, 9), batch_size=32, n=20):
+    for masks in batches(MultiBlock.Config(**FIXED, upstream=upstream), (6, 9), batch_size=32, n=20):
         t, c = corners(masks)
         t_corners |= t
         c_corners |= c
@@ -268,6 +276,195 @@ def test_matches_the_reference_loop_distribution():
     assert (cov - ref_cov).abs().max() < 0.0012
     assert abs(n_ctx - ref_ctx) < 2.0 and abs(n_tgt - ref_tgt) < 1.0
     # The comparison is sharp enough to see the upstream off-by-one (~0.003).
-    up = MultiBlock.Config(upstream_bounds=True)
+    up = MultiBlock.Config(upstream="bounds")
     up_cov, _, _ = _stats(lambda b, g: reference_multiblock(up, GRID, b, g), seed=2)
     assert (cov - up_cov).abs().max() > 0.002
+
+
+# -- upstream: exact against a loop oracle of the official MaskCollator -----------------------
+# Written from facebookresearch/ijepa src/masks/multiblock.py: _sample_block_size,
+# _sample_block_mask and __call__, per image and per block in Python. Upstream draws the
+# sizes from the step's seeded generator and the positions from the global RNG; the oracle
+# takes a generator for each. Upstream hard-codes the context aspect (1, 1), the default here.
+
+
+def official_size(_rand: float, scale, aspect, grid) -> tuple[int, int]:
+    height, width = grid
+    min_s, max_s = scale
+    mask_scale = min_s + _rand * (max_s - min_s)
+    max_keep = int(height * width * mask_scale)
+    min_ar, max_ar = aspect
+    aspect_ratio = min_ar + _rand * (max_ar - min_ar)
+    h = int(round(math.sqrt(max_keep * aspect_ratio)))
+    w = int(round(math.sqrt(max_keep / aspect_ratio)))
+    while h >= height:
+        h -= 1
+    while w >= width:
+        w -= 1
+    return h, w
+
+
+def official_block_size(g, scale, aspect, grid) -> tuple[int, int]:
+    return official_size(torch.rand(1, generator=g).item(), scale, aspect, grid)
+
+
+def official_block_mask(g, size, grid, min_keep, excluded_blocks=None):
+    """(sorted kept indices, the block's index set); ``excluded_blocks`` are the target blocks
+    (upstream multiplies by their complements, its ``acceptable_regions``)."""
+    (h, w), (height, width) = size, grid
+    tries, timeout = 0, 20
+    while True:
+        top = int(torch.randint(0, height - h, (1,), generator=g))
+        left = int(torch.randint(0, width - w, (1,), generator=g))
+        block = {r * width + c for r in range(top, top + h) for c in range(left, left + w)}
+        mask = set(block)
+        if excluded_blocks is not None:
+            for region in excluded_blocks[: max(len(excluded_blocks) - tries, 0)]:
+                mask -= region
+        if len(mask) > min_keep:
+            return sorted(mask), block
+        timeout -= 1
+        if timeout == 0:
+            tries, timeout = tries + 1, 20
+
+
+def official_collate(cfg, grid, batch_size, size_g, position_g) -> Masks:
+    p_size = official_block_size(size_g, cfg.target_scale, cfg.target_aspect, grid)
+    e_size = official_block_size(size_g, cfg.context_scale, cfg.context_aspect, grid)
+    preds, encs = [], []
+    for _ in range(batch_size):
+        masks_p = [official_block_mask(position_g, p_size, grid, cfg.min_keep) for _ in range(cfg.n_targets)]
+        preds.append([m for m, _ in masks_p])
+        regions = None if cfg.allow_overlap else [block for _, block in masks_p]
+        encs.append(official_block_mask(position_g, e_size, grid, cfg.min_keep, regions)[0])
+    n_pred = min(len(m) for ms in preds for m in ms)
+    n_enc = min(len(m) for m in encs)
+    return Masks(torch.tensor([m[:n_enc] for m in encs]), torch.tensor([[m[:n_pred] for m in ms] for ms in preds]))
+
+
+WIDE = dict(target_aspect=(0.3, 3.0), context_scale=(0.4, 0.7), context_aspect=(0.5, 2.0), min_keep=4)
+EXACT_CASES = [pytest.param({}, GRID, id="ijepa-14x14"), pytest.param(WIDE, (10, 16), id="wide-10x16")]
+
+
+def z_bonferroni(m: int, alpha: float = 1e-3) -> float:
+    """Two-sided normal quantile for m comparisons at family-wise level alpha."""
+    return NormalDist().inv_cdf(1 - alpha / (2 * m))
+
+
+@pytest.mark.parametrize("params, grid", EXACT_CASES)
+def test_upstream_exact_draws_the_official_block_sizes(params, grid):
+    # Not only the same distribution: from the same generator state, the very same sizes
+    # (upstream draws the target size, then the context size, one float32 uniform each).
+    cfg = MultiBlock.Config(**params, upstream="exact")
+    masker = MultiBlock(cfg, grid)
+    for seed in range(2000):
+        ours = masker.block_sizes(torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        official = (official_block_size(g, cfg.target_scale, cfg.target_aspect, grid),
+                    official_block_size(g, cfg.context_scale, cfg.context_aspect, grid))
+        assert ours == official, seed
+    for seed in range(20):  # and they are the sizes sample() uses
+        masks = masker.sample(2, torch.Generator().manual_seed(seed))
+        (th, tw), _ = masker.block_sizes(torch.Generator().manual_seed(seed))
+        assert {block_shape(b, grid[1]) for b in masks.targets.flatten(0, 1)} == {(th, tw)}
+
+
+def official_size_distribution(scale, aspect, grid, n=100_000) -> dict:
+    """P(h, w) of the official size: a function of one uniform, integrated on n midpoints."""
+    counts = Counter(official_size((i + 0.5) / n, scale, aspect, grid) for i in range(n))
+    return {size: k / n for size, k in counts.items()}
+
+
+def test_upstream_exact_target_sizes_have_the_official_distribution_and_the_default_does_not():
+    cfg = MultiBlock.Config()
+    p = official_size_distribution(cfg.target_scale, cfg.target_aspect, GRID)
+    official_mean = sum(h * w * q for (h, w), q in p.items())
+    assert official_mean == pytest.approx(33.39, abs=0.01)  # patches, 14x14, I-JEPA defaults
+    n = 4000
+    sizes = {}
+    for upstream in ("exact", False):
+        masker = MultiBlock(attrs.evolve(cfg, upstream=upstream), GRID)
+        g = torch.Generator().manual_seed(0)
+        sizes[upstream] = [masker.block_sizes(g)[0] for _ in range(n)]
+    z = z_bonferroni(len(p) + 1)
+
+    def agrees(drawn) -> bool:
+        freq = Counter(drawn)
+        for size in set(freq) | set(p):
+            q = p.get(size, 0.0)
+            if abs(freq[size] / n - q) > z * math.sqrt(max(q * (1 - q), 1 / n) / n):
+                return False
+        areas = torch.tensor([h * w for h, w in drawn], dtype=torch.float64)
+        return abs(float(areas.mean()) - official_mean) <= z * float(areas.std()) / math.sqrt(n)
+
+    exact_mean = sum(h * w for h, w in sizes["exact"]) / n
+    fixed_mean = sum(h * w for h, w in sizes[False]) / n
+    assert agrees(sizes["exact"]), f"exact mode: mean target block {exact_mean:.2f} vs official {official_mean:.2f}"
+    # The check has the power to see the default's independent, real-valued draws (mean 34.26).
+    assert not agrees(sizes[False]), f"default mode: mean target block {fixed_mean:.2f}"
+    # 34.26: the default's mean, by quadrature of block_size over both uniforms.
+    fixed_areas = torch.tensor([h * w for h, w in sizes[False]], dtype=torch.float64)
+    assert abs(fixed_mean - 34.26) <= z * float(fixed_areas.std()) / math.sqrt(n)
+
+
+def _position_stats(batched, singles, grid):
+    """(counts, n) per statistic: target top and left marginals over the blocks of ``batched``;
+    per-cell context frequency and the context-size histogram over the images of ``singles``
+    (batches of one: truncation to the batch's shortest context would couple the images)."""
+    rows, cols = grid
+    corner = torch.cat([m.targets[..., 0].flatten() for m in batched])
+    contexts = [m.context[0] for m in singles]
+    return (
+        (torch.bincount(corner // cols, minlength=rows), corner.numel()),
+        (torch.bincount(corner % cols, minlength=cols), corner.numel()),
+        (torch.bincount(torch.cat(contexts), minlength=rows * cols), len(contexts)),
+        (torch.bincount(torch.tensor([c.numel() for c in contexts]), minlength=rows * cols + 1), len(contexts)),
+    )
+
+
+def _max_z(ours, official) -> float:
+    """Largest |difference of frequencies| / its standard error over all bins of all statistics."""
+    worst = 0.0
+    for (a, na), (b, nb) in zip(ours, official):
+        a, b = a.double(), b.double()
+        pooled = (a + b) / (na + nb)
+        se = (pooled * (1 - pooled) * (1 / na + 1 / nb)).sqrt().clamp_min(1e-12)
+        worst = max(worst, float(((a / na - b / nb).abs() / se).max()))
+    return worst
+
+
+@pytest.mark.parametrize("params, grid", EXACT_CASES)
+def test_upstream_exact_positions_match_the_official_loop(params, grid):
+    # Same generator seed per batch, so both draw the same block sizes; positions then come
+    # from independent streams and their distributions are compared bin by bin (a two-sample
+    # z-test per bin, Bonferroni over all bins at family-wise level 1e-3).
+    cfg = MultiBlock.Config(**params, upstream="exact")
+    batched_seeds, single_seeds = range(8), range(100, 1100)
+
+    def ours(config):
+        masker = MultiBlock(config, grid)
+        draw = lambda b, s: masker.sample(b, torch.Generator().manual_seed(s))  # noqa: E731
+        return [draw(256, s) for s in batched_seeds], [draw(1, s) for s in single_seeds]
+
+    def official(b, s):
+        return official_collate(cfg, grid, b, torch.Generator().manual_seed(s), torch.Generator().manual_seed(10**6 + s))
+
+    ref_batched = [official(256, s) for s in batched_seeds]
+    ref = _position_stats(ref_batched, [official(1, s) for s in single_seeds], grid)
+    mine = ours(cfg)
+    for a, b in zip(mine[0], ref_batched):
+        assert a.targets.shape == b.targets.shape
+    z = z_bonferroni(sum(counts.numel() for counts, _ in ref))
+    assert _max_z(_position_stats(*mine, grid), ref) <= z
+    # The check has the power to see the default mode (every valid place, other sizes).
+    assert _max_z(_position_stats(*ours(attrs.evolve(cfg, upstream=False)), grid), ref) > z
+
+
+def test_upstream_exact_keeps_more_than_min_keep_as_upstream():
+    # A 5x5 context on 6x6 with min_keep 25 is refused: upstream needs *more* than 25.
+    small = dict(target_scale=(0.1, 0.1), context_scale=(0.7, 0.7))
+    MultiBlock(MultiBlock.Config(**small, min_keep=25), (6, 6))
+    with pytest.raises(ValueError, match="smallest context block"):
+        MultiBlock(MultiBlock.Config(**small, min_keep=25, upstream="exact"), (6, 6))
+    masks = batches(MultiBlock.Config(**small, min_keep=20, upstream="exact"), (6, 6), n=20)
+    assert min(m.context.shape[1] for m in masks) > 20
