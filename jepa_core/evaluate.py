@@ -53,7 +53,7 @@ class TrainedRun:
 
 def trained_run(exp: Experiment, device: torch.device | None = None, run_dir: str | Path | None = None) -> TrainedRun:
     device = device or next(exp.encoder.parameters()).device
-    target_encoder = getattr(exp.target, "encoder", exp.encoder)
+    target_encoder = exp.target.target_encoder(exp.encoder)
     return TrainedRun(exp, exp.encoder.eval(), target_encoder.eval(), exp.predictor.eval(), exp.views,
                       device, exp.config.train.seed, Path(run_dir) if run_dir is not None else None)
 
@@ -78,14 +78,22 @@ def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None
     return results
 
 
-def format_results(results: dict[str, dict[str, float]]) -> str:
-    rows = [(ev, metric, f"{value:.4f}") for ev, metrics in results.items() for metric, value in metrics.items()]
+def format_results(results: dict[str, dict[str, float]],
+                   random_init: dict[str, dict[str, float]] | None = None) -> str:
+    """A table of evaluator, metric and value, with the random-init value beside it when given."""
+    header = ("evaluator", "metric", "trained", "random init") if random_init is not None else ("evaluator", "metric", "value")
+    rows = []
+    for ev, metrics in results.items():
+        for metric, value in metrics.items():
+            row = (ev, metric, f"{value:.4f}")
+            if random_init is not None:
+                base = random_init.get(ev, {}).get(metric)
+                row += ("-" if base is None else f"{base:.4f}",)
+            rows.append(row)
     if not rows:
         return "(no evaluators ran)"
-    widths = [max(len(r[i]) for r in rows + [("evaluator", "metric", "value")]) for i in range(3)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(("evaluator", "metric", "value"), widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header] + rows)
 
 
 def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[str] = (),

@@ -202,4 +202,30 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
             registries.loggers.config(spec.name, **spec.params)
     with at(loaded, "data.dataset"):
         registries.datasets.config(cfg.data.dataset.name, **cfg.data.dataset.params)
-    return Experiment(loaded, registries, encoder, predictor, target, views, evaluators)
+    exp = Experiment(loaded, registries, encoder, predictor, target, views, evaluators)
+    _check_health(exp)
+    return exp
+
+
+def _check_health(exp: Experiment) -> None:
+    """Monitor steps on log steps, and a probe only on a dataset with its labels (when the data is here)."""
+    from jepa_core.health import check_probe
+
+    cfg, loaded = exp.config, exp.loaded
+    for key in ("every", "probe_every"):
+        value = getattr(cfg.health, key)
+        if value and value % cfg.train.log_every:
+            raise loaded.error(f"health.{key}", f"must be a multiple of train.log_every "
+                                                f"({cfg.train.log_every}), got {value}")
+    if not cfg.health.probe_every:
+        return
+    if cfg.health.every == 0:
+        raise loaded.error("health.probe_every", "the online probe runs with the monitors; "
+                                                 "health.every is 0 (off)")
+    spec = cfg.data.dataset
+    try:
+        dataset = exp.registries.datasets.create(spec.name, "train", **spec.params)
+    except MissingDataError:
+        return  # the data lives where the job runs (Slurm): the monitor checks there, before training
+    with at(loaded, "health.probe_task"):
+        check_probe(dataset, cfg.health.probe_task)

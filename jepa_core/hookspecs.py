@@ -60,6 +60,11 @@ def jepa_after_step(step: int, metrics: dict[str, float]) -> None:
 
 
 @hookspec
+def jepa_on_collapse(step: int, health: dict[str, float], reasons: list[str]) -> None:
+    """The health monitors crossed a collapse threshold at ``step``; ``reasons`` says which (docs/health.md)."""
+
+
+@hookspec
 def jepa_on_checkpoint(step: int, path: str) -> None:
     """A checkpoint was written (atomically) to ``path``."""
 

@@ -180,7 +180,7 @@ def report(result: dict) -> None:
     if result["eval"]:
         from jepa_core.evaluate import format_results
 
-        print(format_results(result["eval"]))
+        print(format_results(result["eval"], result.get("eval_random_init")))
 
 
 # ------------------------------------------------------------ several processes

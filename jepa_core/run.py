@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from jepa_core import checkpoint
+from jepa_core import checkpoint, hookimpl
 from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, to_dict
 from jepa_core.distributed import DistInfo
 from jepa_core.errors import RunError
@@ -95,6 +95,22 @@ def loggers(exp: Experiment, run_dir: Path, dist: DistInfo) -> Iterator[None]:
                 close()
 
 
+class _CollapseStatus:
+    """Notes the run's first collapse alarm in status.json, at once and in the final status."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.first = run_dir, None
+
+    @hookimpl
+    def jepa_on_collapse(self, step, health, reasons):
+        if self.first is None:
+            self.first = {"step": step, "reasons": reasons}
+            checkpoint.write_json(self.run_dir / STATUS, {"state": "running", "collapse": self.first})
+
+    def status(self, **fields: Any) -> dict[str, Any]:
+        return {**fields, "collapse": self.first} if self.first else fields
+
+
 def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
             locked: bool = False) -> dict[str, Any]:
     """Train (resuming from the run directory's checkpoint) and evaluate.
@@ -114,15 +130,33 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
             write_config(exp.config, run_dir)
         if dist.is_main and (run_dir / STATUS).exists():
             (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
+        status = _CollapseStatus(run_dir)
+        exp.pm.register(status, name="collapse-status")
         try:
             with loggers(exp, run_dir, dist):
                 metrics = Trainer(exp, run_dir, dist).fit()
                 results = run_evaluators(exp, run_dir) if exp.evaluators and dist.is_main else {}
+                baseline = _random_init_baseline(exp, run_dir) if results and exp.config.eval_random_init else None
         except Exception as exc:
             if dist.is_main:
                 with contextlib.suppress(RunError):  # a full disk must not hide the error that stopped the run
-                    checkpoint.write_json(run_dir / STATUS, {"state": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                    checkpoint.write_json(run_dir / STATUS, status.status(
+                        state="failed", error=f"{type(exc).__name__}: {exc}"))
             raise
+        finally:
+            exp.pm.unregister(status)
         if dist.is_main:
-            checkpoint.write_json(run_dir / STATUS, {"state": "finished", "step": metrics.get("step")})
-    return {"metrics": metrics, "eval": results}
+            checkpoint.write_json(run_dir / STATUS, status.status(state="finished", step=metrics.get("step")))
+    return {"metrics": metrics, "eval": results, "eval_random_init": baseline}
+
+
+def _random_init_baseline(exp: Experiment, run_dir: Path) -> dict[str, dict[str, float]]:
+    """The evaluators on the same architecture as built before training (``train.seed``), untrained."""
+    from jepa_core.evaluate import run_evaluators
+    from jepa_core.experiment import build_experiment
+
+    fresh = build_experiment(exp.loaded, exp.registries)
+    device = next(exp.encoder.parameters()).device
+    for module in fresh.modules().values():
+        module.to(device)
+    return run_evaluators(fresh, run_dir, random_init=True)

@@ -106,6 +106,32 @@ class TrainConfig:
 
 
 @attrs.define
+class HealthConfig:
+    """Training-health monitors on a fixed held-out batch (docs/health.md)."""
+
+    #: steps between checks, a multiple of train.log_every; null: every log step; 0: monitors off
+    every: Optional[int] = attrs.field(default=None)
+    #: held-out images (the first of the val split, centre-cropped)
+    n_images: int = attrs.field(default=32, validator=positive_int)
+    #: collapse alarm when RankMe of the target encoder's pooled embeddings falls below this
+    rankme_min: float = attrs.field(default=2.0, validator=non_negative)
+    #: collapse alarm when feature_std * sqrt(D) falls below this (0 at collapse, ~1 isotropic)
+    feature_std_min: float = attrs.field(default=0.05, validator=non_negative)
+    #: online k-NN probe every this many steps (0: off); needs a labelled dataset
+    probe_every: int = attrs.field(default=0, validator=non_negative)
+    #: the label the probe predicts: null for the dataset's main label, or a named task (shapes: colour)
+    probe_task: Optional[str] = None
+    probe_train: int = attrs.field(default=512, validator=positive_int)
+    probe_val: int = attrs.field(default=256, validator=positive_int)
+    probe_k: int = attrs.field(default=20, validator=positive_int)
+
+    @every.validator
+    def _every(self, attribute, value):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"'every' must be an integer >= 0 or null, got {value!r}", attribute)
+
+
+@attrs.define
 class SlurmConfig:
     partition: Optional[str] = None
     account: Optional[str] = None
@@ -142,8 +168,12 @@ class ExperimentConfig:
     target: Component = _component("ema")
     optim: OptimConfig = attrs.field(factory=OptimConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
     #: evaluators run at the end of training and by jepa_core.evaluate
     eval: list[Component] = attrs.field(factory=list)
+    #: also evaluate the same architecture at random initialisation after training
+    #: (eval_random_init.json) and print both side by side: what training added
+    eval_random_init: bool = False
     #: runtime-hook loggers, e.g. [{name: csv}]
     loggers: list[Component] = attrs.field(factory=list)
     slurm: SlurmConfig = attrs.field(factory=SlurmConfig)

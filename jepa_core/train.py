@@ -24,6 +24,7 @@ from jepa_core.data import build_loader, mix_seed
 from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment
+from jepa_core.health import HealthMonitor, prediction_cosine
 from jepa_core.schedules import cosine, warmup_cosine
 
 METRICS = "metrics.jsonl"
@@ -105,6 +106,10 @@ class Trainer:
         )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self._saved_step: int | None = None
+        health = self.cfg.health
+        self.health_every = self.cfg.train.log_every if health.every is None else health.every
+        self.health = HealthMonitor(exp, self.device, self.dtype) if self.health_every and self.dist.is_main else None
+        self._alarmed = False
         self._ema = [(list(copy.parameters()), list(online.parameters()))
                      for online, copy in exp.target.momentum_pairs]
         if self.cfg.train.compile:
@@ -165,17 +170,19 @@ class Trainer:
 
     # ------------------------------------------------------------------- step
     def _forward_loss(self, views) -> torch.Tensor:
-        loss = self._predict_loss(views.source, views.target, views.masks, views.action)
+        loss, prediction, target = self._predict_loss(views.source, views.target, views.masks, views.action)
+        self._fit = (prediction.detach(), target.detach())  # the health monitors' pred_target_cos
         if self.exp.target.symmetric:
-            loss = loss + self._predict_loss(views.target, views.source, views.masks, None)
+            loss = loss + self._predict_loss(views.target, views.source, views.masks, None)[0]
         return loss
 
-    def _predict_loss(self, source, target_view, masks, action) -> torch.Tensor:
+    def _predict_loss(self, source, target_view, masks, action) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             context = self.encoder(source, masks.context)
             prediction = self.predictor(context, masks.context, masks.targets, action)
             target = self.exp.target(target_view, masks.targets)
-        return self.exp.target.loss(prediction.float(), target.float())
+        prediction, target = prediction.float(), target.float()
+        return self.exp.target.loss(prediction, target), prediction, target
 
     def _compile_blocks(self) -> None:
         """``train.compile``: compile every transformer block, with dynamic sequence lengths.
@@ -215,6 +222,17 @@ class Trainer:
         self.optimizer.step()
         self._momentum_update(step, total)
         return loss
+
+    def _check_health(self, step: int) -> dict[str, float]:
+        """Measure the monitors; warn and call ``jepa_on_collapse`` on going from healthy to alarmed."""
+        health = {**self.health.measure(step), "pred_target_cos": prediction_cosine(*self._fit)}
+        reasons = self.health.alarms(health)
+        if reasons and not self._alarmed:
+            print(f"warning: collapse alarm at step {step}: {'; '.join(reasons)} (docs/health.md)",
+                  file=sys.stderr, flush=True)
+            self.exp.pm.hook.jepa_on_collapse(step=step, health=health, reasons=reasons)
+        self._alarmed = bool(reasons)
+        return health
 
     def _save(self, step: int) -> None:
         if self.dist.is_main:
@@ -265,7 +283,9 @@ class Trainer:
                 metrics = {"step": step, "loss": self.dist.mean(loss.detach()).item(), "lr": lr, "wd": wd,
                            "momentum": exp.target.momentum(step, total),
                            "images_per_s": images_since / max(now - tick, 1e-9)}
-                tick, images_since = now, 0
+                if self.health is not None and step % self.health_every == 0:
+                    metrics.update(self._check_health(step))
+                tick, images_since = time.perf_counter(), 0  # images/s leaves the check out
                 if self.dist.is_main:
                     self._log(metrics)
                     exp.pm.hook.jepa_after_step(step=step, metrics=metrics)

@@ -389,6 +389,9 @@ class MoCoV3Target(Target):
         encoder, predictor = self._online
         return [(encoder, self.encoder), (predictor.projector, self.projector)]
 
+    def target_encoder(self, online):
+        return self.encoder
+
     def momentum(self, step, total_steps):
         progress = min(step, total_steps) / max(total_steps, 1)
         return 1.0 - 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - self.config.momentum)

@@ -30,6 +30,7 @@ from torch.utils.data import Subset
 
 from jepa_core.data import build_eval_loader, mix_seed
 from jepa_core.views import normalize
+from registries.datasets import task_labels
 from registries.validators import one_of, positive_int
 
 # --------------------------------------------------------------------------- config helpers
@@ -161,27 +162,6 @@ def to_pixels(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def task_of(data: Split, task: str) -> torch.Tensor:
     """Labels of the subset for a named task (see :func:`task_labels`)."""
     return task_labels(data.dataset, task)[list(data.indices)]
-
-
-def dataset_tasks(ds) -> list[str]:
-    names = getattr(ds, "label_names", None)
-    if isinstance(names, dict):
-        return list(names)
-    return list(getattr(ds, "tasks", ()))
-
-
-def task_labels(ds, task: str) -> torch.Tensor:
-    """Every image's label for ``task`` (``labels(task)`` or the ``label_names`` contract)."""
-    if hasattr(ds, "labels") and callable(ds.labels) and task in getattr(ds, "tasks", ()):
-        return torch.as_tensor(ds.labels(task), dtype=torch.long)
-    names = getattr(ds, "label_names", None)
-    if isinstance(names, dict) and task in names:
-        return torch.as_tensor(names[task], dtype=torch.long)
-    tasks = dataset_tasks(ds)
-    raise ValueError(
-        f"dataset {type(ds).__name__} has no labelled task {task!r}; "
-        f"its tasks: {', '.join(map(repr, tasks)) if tasks else '(none: it has a single label)'}"
-    )
 
 
 def task_classes(ds, task: str, *label_sets: torch.Tensor) -> int:

@@ -46,6 +46,9 @@ class EMATarget(Target):
     def momentum_pairs(self):
         return [(self._online[0], self.encoder)]
 
+    def target_encoder(self, online):
+        return self.encoder
+
     def momentum(self, step, total_steps):
         start, end = self.config.momentum
         return start + (end - start) * min(step, total_steps) / max(total_steps, 1)

@@ -32,5 +32,12 @@ class Target(nn.Module):
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         return []
 
+    def target_encoder(self, online: nn.Module) -> nn.Module:
+        """The encoder whose features are the targets, which evaluators and health monitors read.
+
+        ``online`` unless the target keeps its own copy (an EMA encoder returns that).
+        """
+        return online
+
     def momentum(self, step: int, total_steps: int) -> float:
         return 1.0

@@ -78,3 +78,24 @@ def test_a_minute_of_ijepa_beats_random_init_on_linear_probe_and_knn(tmp_path):
     assert trained["linear_probe"]["top1"] > random["linear_probe"]["top1"] + 0.3, (trained, random)
     for k in ("top1_k1", "top1_k5", "top1_k20"):
         assert trained["knn"][k] > random["knn"][k] + 0.08, (trained, random)
+
+
+def test_eval_random_init_prints_the_untrained_baseline_beside_the_trained_figures(tmp_path, capsys):
+    from conftest import TINY
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "eval_random_init": True}))
+    run_dir = tmp_path / "run"
+    assert launch([str(config), "--output", str(run_dir), "--set", "train.steps=4", "--set", FAST]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("evaluator"))
+    assert header.split() == ["evaluator", "metric", "trained", "random", "init"]
+    trained = json.loads((run_dir / EVAL_JSON).read_text())
+    untrained = json.loads((run_dir / RANDOM_INIT_JSON).read_text())
+    assert set(untrained["knn"]) == set(trained["knn"])
+    assert evaluate([str(run_dir), "--random-init"]) == 0  # the same baseline as the CLI's
+    assert json.loads((run_dir / RANDOM_INIT_JSON).read_text()) == untrained
+    row = next(line for line in out.splitlines() if line.startswith("knn") and "top1_k1" in line).split()
+    assert float(row[2]) == pytest.approx(trained["knn"]["top1_k1"], abs=1e-4)
+    assert float(row[3]) == pytest.approx(untrained["knn"]["top1_k1"], abs=1e-4)

@@ -115,7 +115,8 @@ def test_compiled_step_trains_like_the_eager_step(tiny_config, tmp_path):
         argv = [str(tiny_config), "--output", str(run_dir), "--set", "train.steps=6", "--set", f"train.compile={flag}"]
         assert launch(argv) == 0
         losses[flag] = [m["loss"] for m in read_metrics(run_dir)]
-    # it did compile (not fall back to eager), once per block width and grad mode, not once per step
-    assert 1 <= counters["stats"]["unique_graphs"] <= 4
+    # it did compile (not fall back to eager), once per block width and grad mode (the health
+    # monitors' held-out forward is one more no-grad graph), not once per step
+    assert 1 <= counters["stats"]["unique_graphs"] <= 5
     assert len(losses["true"]) == 6
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
