@@ -1,0 +1,221 @@
+"""The tensorboard and wandb loggers (docs/tracking.md): what they log, and across a resume."""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TINY
+from helpers import read_metrics
+
+from jepa_core import launch
+
+# A plugin for the runs below: stops the run with an error after logging step
+# $JEPA_TEST_RAISE_AT (checkpoints are every 10 steps, so a relaunch redoes the steps
+# after 10), and an evaluator that writes a picture into the run directory.
+CRASH_PLUGIN = textwrap.dedent('''
+    import os
+
+    from PIL import Image
+
+    from jepa_core import hookimpl
+
+
+    @hookimpl
+    def jepa_after_step(step, metrics):
+        if os.environ.get("JEPA_TEST_RAISE_AT") == str(step):
+            raise RuntimeError(f"stopped at step {step}")
+
+
+    class Picture:
+        def __init__(self, config):
+            pass
+
+        def evaluate(self, run):
+            Image.new("RGB", (12, 8), (200, 30, 30)).save(run.run_dir / "picture.png")
+            return {"value": 0.5}
+
+
+    @hookimpl
+    def jepa_register_evaluators(registry):
+        registry.register("picture", Picture)
+''')
+
+
+def _config(tmp_path: Path, logger: dict) -> Path:
+    (tmp_path / "crash_plugin.py").write_text(CRASH_PLUGIN)
+    # 20 steps of 8 images, checkpoints at 10 and 20; the health monitors (more metrics) every fifth step
+    config = {**TINY, "data": {**TINY["data"], "batch_size": 8}, "train": {**TINY["train"], "steps": 20},
+              "health": {"every": 5},
+              "plugins": [str(tmp_path / "crash_plugin.py")], "eval": [{"name": "picture"}], "loggers": [logger]}
+    path = tmp_path / "tracked.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _crash_and_resume(tmp_path: Path, logger: dict, monkeypatch, between=None) -> Path:
+    """Run to step 15, fail, relaunch: the relaunch resumes from the step-10 checkpoint."""
+    config, run_dir = _config(tmp_path, logger), tmp_path / "run"
+    monkeypatch.setenv("JEPA_TEST_RAISE_AT", "15")
+    with pytest.raises(RuntimeError, match="stopped at step 15"):
+        launch.main([str(config), "--output", str(run_dir)])
+    assert read_metrics(run_dir)[-1]["step"] == 15
+    if between:
+        between(run_dir)
+    monkeypatch.delenv("JEPA_TEST_RAISE_AT")
+    assert launch.main([str(config), "--output", str(run_dir)]) == 0
+    return run_dir
+
+
+def _expected_steps(run_dir: Path) -> dict[str, list[int]]:
+    """metrics.jsonl's steps for each scalar key (each step once: the engine truncates it on resume)."""
+    steps: dict[str, list[int]] = {}
+    for row in read_metrics(run_dir):
+        for key, value in row.items():
+            if key != "step" and isinstance(value, (int, float)):
+                steps.setdefault(key, []).append(row["step"])
+    return steps
+
+
+# --------------------------------------------------------------------------- tensorboard
+def _events(logdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_holds_every_metric_once_across_a_resume(tmp_path, monkeypatch):
+    before = {}
+
+    def look(run_dir):  # the failed attempt logged (and flushed) steps 11-15, which the relaunch redoes
+        acc = _events(run_dir / "tensorboard")
+        before["steps"] = [e.step for e in acc.Scalars("train/loss")]
+
+    run_dir = _crash_and_resume(tmp_path, {"name": "tensorboard"}, monkeypatch, between=look)
+    assert before["steps"] == list(range(1, 16))
+
+    expected = _expected_steps(run_dir)
+    assert expected["loss"] == list(range(1, 21))
+    assert {"loss", "lr", "wd", "momentum", "images_per_s"} <= set(expected)
+    assert expected["rankme"] == [5, 10, 15, 20]  # a key some steps have
+    acc = _events(run_dir / "tensorboard")
+    assert set(acc.Tags()["scalars"]) == {f"train/{key}" for key in expected}
+    for key, steps in expected.items():
+        logged = [e.step for e in acc.Scalars(f"train/{key}")]
+        assert logged == steps, f"train/{key}: steps {logged}, metrics.jsonl has {steps}"
+    loss = {e.step: e.value for e in acc.Scalars("train/loss")}
+    for row in read_metrics(run_dir):  # the redone steps' values, not the failed attempt's
+        assert loss[row["step"]] == pytest.approx(row["loss"], rel=1e-6)
+    config = acc.Tensors("config/text_summary")
+    assert len(config) == 1 and "vit_tiny_patch16_224" in config[0].tensor_proto.string_val[0].decode()
+
+    evaluation = _events(run_dir / "tensorboard" / "eval")
+    assert [(e.step, e.value) for e in evaluation.Scalars("eval/picture/value")] == [(20, 0.5)]
+    image = evaluation.Images("eval/picture")
+    assert [(e.step, e.width, e.height) for e in image] == [(20, 12, 8)]
+
+
+# --------------------------------------------------------------------------- wandb
+def _wandb_records(path: Path):
+    """The records of a W&B offline run file (a LevelDB-style log of wandb_internal_pb2.Record)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def _wandb_attempt(offline_dir: Path) -> dict:
+    (run_file,) = offline_dir.glob("run-*.wandb")
+    out = {"run": None, "history": {}, "summary": {}}
+    for record in _wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = record.run
+        elif kind == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            out["history"][items["_step"]] = items
+        elif kind == "summary":
+            out["summary"].update({i.key or "/".join(i.nested_key): i.value_json for i in record.summary.update})
+    return out
+
+
+@pytest.fixture
+def wandb_env(tmp_path, monkeypatch):
+    for var, value in {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true",
+                       "WANDB_X_DISABLE_STATS": "true", "WANDB_X_DISABLE_META": "true",
+                       "WANDB_CONFIG_DIR": tmp_path / "wandb-config", "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
+                       "WANDB_DATA_DIR": tmp_path / "wandb-data"}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+
+def test_wandb_offline_continues_the_same_run_after_a_resume(tmp_path, monkeypatch, wandb_env):
+    ids = []
+    logger = {"name": "wandb", "mode": "offline", "project": "tests", "tags": ["tiny"]}
+    run_dir = _crash_and_resume(tmp_path, logger, monkeypatch,
+                                between=lambda d: ids.append((d / "wandb_id.txt").read_text()))
+    run_id = (run_dir / "wandb_id.txt").read_text().strip()
+    assert ids == [run_id + "\n"] and run_id
+
+    attempts = sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+    assert len(attempts) == 2, attempts  # one offline directory per launch, both the same W&B run
+    first, second = (_wandb_attempt(a) for a in attempts)
+    for attempt in (first, second):
+        assert attempt["run"].run_id == run_id and attempt["run"].project == "tests"
+        assert list(attempt["run"].tags) == ["tiny"] and attempt["run"].display_name == "run"
+        assert {u.key for u in attempt["run"].config.update} >= {"encoder", "train", "loggers"}
+    expected = _expected_steps(run_dir)
+    assert sorted(first["history"]) == list(range(1, 16))
+    assert sorted(second["history"]) == list(range(11, 21))  # offline, the relaunch cannot know what W&B has
+    for attempt in (first, second):
+        for step, row in attempt["history"].items():
+            assert {k for k in row if k.startswith("train/")} == {
+                f"train/{key}" for key, steps in expected.items() if step in steps}
+    assert second["history"][20]["eval/picture/value"] == 0.5
+    assert second["history"][20]["eval/picture/_type"] == "image-file"  # W&B flattens the image's fields
+    assert second["summary"]["eval/picture/value"] == "0.5"
+
+
+def test_wandb_groups_sweep_members_by_their_sweep_directory(tmp_path, wandb_env):
+    from jepa_core.sweep import MANIFEST
+    from plugins.loggers import WandbLogger
+
+    (tmp_path / "sweep" / "member").mkdir(parents=True)
+    (tmp_path / "sweep" / MANIFEST).write_text("{}")
+    alone = WandbLogger(WandbLogger.Config(mode="disabled"), str(tmp_path / "run"))
+    member = WandbLogger(WandbLogger.Config(mode="disabled"), str(tmp_path / "sweep" / "member"))
+    named = WandbLogger(WandbLogger.Config(group="mine"), str(tmp_path / "sweep" / "member"))
+    assert (alone.group(), member.group(), named.group()) == (None, "sweep", "mine")
+
+
+# --------------------------------------------------------------------------- missing packages
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb"])
+def test_a_logger_without_its_package_is_a_one_line_config_error(logger, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, logger, None)  # what `import tensorboard` / `import wandb` meets when absent
+    config = tmp_path / "tracked.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "loggers": [{"name": logger}]}, sort_keys=False))
+    assert launch.main([str(config), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: {config}") and "loggers.0" in err[0], err[0]
+    assert f"pip install 'jepa-core[{logger}]'" in err[0], err[0]
+    assert not (tmp_path / "run").exists()
