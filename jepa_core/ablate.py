@@ -3,7 +3,9 @@
 Reads every member's overrides, final loss and ``eval.json`` and writes
 ``ablation.csv`` (one row per member, failed and unfinished ones included),
 ``ablation.md`` (members that differ only by seed aggregated as mean and
-standard deviation) and ``ablation.png``.
+standard deviation) and ``ablation.png``; when members ran the ``spectrum``
+evaluator, also ``spectrum.png``: every member (or group of seeds) placed
+between invariant and equivariant.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +26,10 @@ from jepa_core.sweep import read_manifest
 
 SEED_KEY = "train.seed"
 MRR, LINEAR = "equivariance_mrr.mrr", "linear_probe.top1"
+#: the spectrum evaluator's per-op metrics: r2_<op> (encoder) and mrr_<op> (predictor)
+SPECTRUM_R2, SPECTRUM_MRR = "spectrum.r2_", "spectrum.mrr_"
+#: a member's place on the spectrum: both averaged over the ops that have both numbers
+SPECTRUM_X, SPECTRUM_Y = "spectrum: mean r2", "spectrum: mean mrr"
 
 
 def _final_loss(run_dir: Path) -> float | None:
@@ -139,6 +146,77 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> P
     return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def spectrum_of(row: dict) -> tuple[float, float] | None:
+    """(encoder R^2, predictor MRR) of a member, each averaged over its ops; None without spectrum results."""
+    ops = [key[len(SPECTRUM_R2):] for key in row if key.startswith(SPECTRUM_R2)]
+    pairs = [(row[SPECTRUM_R2 + op], row.get(SPECTRUM_MRR + op)) for op in ops]
+    pairs = [(r2, mrr) for r2, mrr in pairs if _number(r2) and _number(mrr)]
+    if not pairs:
+        return None
+    return statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs)
+
+
+def spectrum_points(rows: list[dict], keys: list[str]) -> list[dict[str, Any]]:
+    """One point per group of finished members that differ only by seed (as in ablation.md).
+
+    Each: ``label`` (the swept values, or the member's name), ``x`` and ``y``
+    as (mean, std over seeds, count) of :func:`spectrum_of`.
+    """
+    placed = []
+    for row in rows:
+        point = spectrum_of(row) if row["state"] == "finished" else None
+        if point is not None:
+            placed.append({**row, SPECTRUM_X: point[0], SPECTRUM_Y: point[1]})
+    group_keys = [k for k in keys if k != SEED_KEY]
+    varying = [k for k in group_keys if len({json.dumps(r.get(k)) for r in placed}) > 1]
+    points = []
+    for group in aggregate(placed, keys, [SPECTRUM_X, SPECTRUM_Y]):
+        members = [r for r in placed if all(r.get(k) == group.get(k) for k in group_keys)]
+        label = ", ".join(f"{k}={group.get(k)}" for k in varying) or members[0]["member"]
+        points.append({"label": label, "x": group[SPECTRUM_X], "y": group[SPECTRUM_Y]})
+    return points
+
+
+def spectrum_plot(rows: list[dict], keys: list[str], path: Path) -> Path | None:
+    """Predictor MRR against encoder R^2 (both averaged over ops), one point per group of seeds; None if no data."""
+    points = spectrum_points(rows, keys)
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for i, point in enumerate(points):
+        (x, sx, n), (y, sy, _) = point["x"], point["y"]
+        ax.errorbar(x, y, xerr=sx if n > 1 else None, yerr=sy if n > 1 else None, fmt="o", color=f"C{i % 10}",
+                    capsize=3, markersize=7)
+        right = x > 0.6  # labels of points on the right go to their left, inside the axes
+        ax.annotate(point["label"] + (f" ({n} seeds)" if n > 1 else ""), (x, y), textcoords="offset points",
+                    xytext=(-6 if right else 6, 5), ha="right" if right else "left", fontsize=7)
+    chances = [r["spectrum.chance"] for r in rows if r["state"] == "finished" and _number(r.get("spectrum.chance"))]
+    if chances:
+        ax.axhline(statistics.fmean(chances), color="C3", linestyle="--", linewidth=1, label="chance MRR")
+        ax.legend(fontsize=7, loc="upper left")
+    xs = [p["x"][0] for p in points]
+    ax.set_xlim(min(-0.05, min(xs) - 0.05), max(1.05, max(xs) + 0.05))
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("encoder R² of the ops' parameters (mean over ops)\n← invariant      carries the parameters →",
+                  fontsize=8)
+    ax.set_ylabel("predictor MRR (mean over ops): equivariance →", fontsize=8)
+    ax.set_title("invariance-equivariance spectrum", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
 def ablate(sweep_dir: str | Path) -> dict[str, Path]:
     sweep_dir = Path(sweep_dir)
     rows, keys, metrics = collect(sweep_dir)
@@ -148,11 +226,15 @@ def ablate(sweep_dir: str | Path) -> dict[str, Path]:
     writer.writeheader()
     writer.writerows(rows)
     groups = aggregate(rows, keys, metrics)
-    return {
+    paths = {
         "csv": checkpoint.write_text(sweep_dir / "ablation.csv", text.getvalue()),
         "md": checkpoint.write_text(sweep_dir / "ablation.md", markdown(groups, keys, metrics)),
         "png": plot(rows, keys, metrics, sweep_dir / "ablation.png"),
     }
+    spectrum = spectrum_plot(rows, keys, sweep_dir / "spectrum.png")
+    if spectrum is not None:
+        paths["spectrum"] = spectrum
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:

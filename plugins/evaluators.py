@@ -14,10 +14,12 @@ predictor_finetune     predictor               top1, top1_random_predictor, gain
 multitask_predictor    predictor               top1_<task> per task, top1_mean
 equivariance_mrr       predictor, actions      mrr, chance, mrr_<op> per target op
 retrieval_grid         predictor, actions      top1_retrieval (and a PNG at ``path``)
+spectrum               predictor, actions      mrr_<op>, r2_<op> per action op (and a PNG)
 =====================  ======================  ==============================================
 
 The implementations live in plugins/evaluators_probes.py,
-plugins/evaluators_predictor.py and plugins/evaluators_equivariance.py (shared
+plugins/evaluators_predictor.py, plugins/evaluators_equivariance.py and
+plugins/evaluators_spectrum.py (shared
 code: plugins/evaluators_common.py); only this module holds a hook, so only it
 needs an entry point.
 """
@@ -28,6 +30,7 @@ from jepa_core import hookimpl
 from plugins.evaluators_equivariance import EquivarianceMRR, RetrievalGrid
 from plugins.evaluators_predictor import MultitaskPredictor, PredictorFinetune
 from plugins.evaluators_probes import KNN, AttentiveProbe, LinearProbe
+from plugins.evaluators_spectrum import Spectrum
 
 EVALUATORS = {
     "linear_probe": LinearProbe,
@@ -37,6 +40,7 @@ EVALUATORS = {
     "multitask_predictor": MultitaskPredictor,
     "equivariance_mrr": EquivarianceMRR,
     "retrieval_grid": RetrievalGrid,
+    "spectrum": Spectrum,
 }
 
 

@@ -35,6 +35,9 @@ def test_none_sits_at_chance_and_conditioned_predictors_are_clearly_above(sweep_
     for name in ("sequence", "feature"):
         assert mrr[name] > 1.4 * chance and mrr[name] > mrr["none"] + 3 * max(err[name], err["none"]), (mrr, err)
     assert (sweep_dir / "ablation.png").stat().st_size > 1000
+    for name in rows:  # every member's invariance-equivariance picture, and the sweep's
+        assert (sweep_dir / f"conditioning-{name}" / "spectrum.png").stat().st_size > 1000
+    assert (sweep_dir / "spectrum.png").stat().st_size > 1000
     assert "| none |" in (sweep_dir / "ablation.md").read_text()
 
 
