@@ -120,20 +120,7 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
             checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
         except checkpoint.CheckpointError as exc:
             raise ConfigError(str(exc)) from None
-    for i, (name, evaluator) in enumerate(exp.evaluators):
-        missing = sorted(need for need in evaluator.needs if not _has(exp, need))
-        if missing:
-            raise loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
-                               f"which this run does not have")
     return exp
-
-
-def _has(exp: Experiment, need: str) -> bool:
-    if need == "actions":
-        return exp.views.action_dim > 0
-    if need == "predictor":
-        return exp.predictor is not None
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -203,8 +203,19 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
     with at(loaded, "data.dataset"):
         registries.datasets.config(cfg.data.dataset.name, **cfg.data.dataset.params)
     exp = Experiment(loaded, registries, encoder, predictor, target, views, evaluators)
+    _check_evaluators(exp)
     _check_health(exp)
     return exp
+
+
+def _check_evaluators(exp: Experiment) -> None:
+    """Each evaluator's ``needs`` met by this run, before training (not after it, at evaluation)."""
+    have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None}
+    for i, (name, evaluator) in enumerate(exp.evaluators):
+        missing = sorted(need for need in evaluator.needs if not have.get(need, True))
+        if missing:
+            raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
+                                                     "which this run does not have")
 
 
 def _check_health(exp: Experiment) -> None:

@@ -99,3 +99,15 @@ def test_eval_random_init_prints_the_untrained_baseline_beside_the_trained_figur
     row = next(line for line in out.splitlines() if line.startswith("knn") and "top1_k1" in line).split()
     assert float(row[2]) == pytest.approx(trained["knn"]["top1_k1"], abs=1e-4)
     assert float(row[3]) == pytest.approx(untrained["knn"]["top1_k1"], abs=1e-4)
+
+
+def test_launch_refuses_an_evaluator_the_run_cannot_feed_before_training(tmp_path, capsys):
+    from conftest import TINY
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "eval": [{"name": "equivariance_mrr"}]}))  # I-JEPA: no actions
+    assert launch([str(config), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.0.name" in err[0] and "needs actions" in err[0], err
+    assert not (tmp_path / "run").exists()
