@@ -39,12 +39,14 @@ per-op MRR (they still take part in ``mrr``). Registered by plugins/evaluators.p
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import attrs
 import torch
 import torch.nn.functional as F
 
+from jepa_core import checkpoint
 from jepa_core.views import normalize
 from plugins import evaluators_common as C
 from registries.evaluators import Evaluator
@@ -246,10 +248,10 @@ class RetrievalGrid(_WorldModelEval):
         pixels = C.to_pixels(self._images(run), torch.device("cpu"))
         rows = min(cfg.n_rows, len(pixels))
         ranked, sources, banks = self._rank(run, pixels, C.generator(run, self.name, "params"), keep=rows)
-        self._draw(sources[:rows], banks, ranked[:rows])
+        self._draw(run, sources[:rows], banks, ranked[:rows])
         return {"top1_retrieval": sum(r.top1 for r in ranked) / len(ranked)}
 
-    def _draw(self, sources: torch.Tensor, banks: list[torch.Tensor], ranked: list[Ranked]) -> None:
+    def _draw(self, run, sources: torch.Tensor, banks: list[torch.Tensor], ranked: list[Ranked]) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure  # no pyplot: no global backend state
 
@@ -279,10 +281,9 @@ class RetrievalGrid(_WorldModelEval):
         path = Path(cfg.path).expanduser()
         if not path.is_absolute() and run.run_dir is not None:
             path = run.run_dir / path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        fig.savefig(partial, dpi=100, format="png")
-        partial.replace(path)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=100, format="png")
+        checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 __all__ = ["EquivarianceMRR", "RetrievalGrid", "chance_mrr", "expected_reciprocal_rank"]

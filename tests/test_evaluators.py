@@ -249,6 +249,15 @@ def test_oracle_predictor_has_mrr_one_and_one_ignoring_the_action_is_near_chance
     assert grid.evaluate(oracle_run(brightness_exp, use_action=False))["top1_retrieval"] < 0.5
 
 
+def test_the_retrieval_grid_default_path_lands_in_the_run_directory(brightness_exp, tmp_path):
+    """The default path is relative: the branch every user takes (it raised NameError once)."""
+    run = attrs.evolve(oracle_run(brightness_exp), run_dir=tmp_path)
+    grid = make("retrieval_grid", n_rows=2, k=3, n_images=4, bank_size=16)
+    assert grid.evaluate(run) == {"top1_retrieval": 1.0}
+    assert (tmp_path / "retrieval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["retrieval.png"]  # no temporary file left
+
+
 def test_untrained_predictor_without_conditioning_is_near_chance_and_deterministic():
     exp = build(*IWM_VIEWS)  # conditioning none: the predictor never sees the action
     ev = make("equivariance_mrr", n_images=16, bank_size=16, per_transformation=False)
