@@ -219,15 +219,10 @@ def _check_evaluators(exp: Experiment) -> None:
 
 
 def _check_health(exp: Experiment) -> None:
-    """Monitor steps on log steps, and a probe only on a dataset with its labels (when the data is here)."""
+    """A probe only with the monitors on, and on a dataset with its labels (when the data is here)."""
     from jepa_core.health import check_probe
 
     cfg, loaded = exp.config, exp.loaded
-    for key in ("every", "probe_every"):
-        value = getattr(cfg.health, key)
-        if value and value % cfg.train.log_every:
-            raise loaded.error(f"health.{key}", f"must be a multiple of train.log_every "
-                                                f"({cfg.train.log_every}), got {value}")
     if not cfg.health.probe_every:
         return
     if cfg.health.every == 0:

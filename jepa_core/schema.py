@@ -109,7 +109,7 @@ class TrainConfig:
 class HealthConfig:
     """Training-health monitors on a fixed held-out batch (docs/health.md)."""
 
-    #: steps between checks, a multiple of train.log_every; null: every log step; 0: monitors off
+    #: checks run at the log steps that are multiples of this; null: every log step; 0: monitors off
     every: Optional[int] = attrs.field(default=None)
     #: held-out images (the first of the val split, centre-cropped)
     n_images: int = attrs.field(default=32, validator=positive_int)
@@ -117,7 +117,7 @@ class HealthConfig:
     rankme_min: float = attrs.field(default=2.0, validator=non_negative)
     #: collapse alarm when feature_std * sqrt(D) falls below this (0 at collapse, ~1 isotropic)
     feature_std_min: float = attrs.field(default=0.05, validator=non_negative)
-    #: online k-NN probe every this many steps (0: off); needs a labelled dataset
+    #: online k-NN probe at the checks whose step is a multiple of this (0: off); needs labels
     probe_every: int = attrs.field(default=0, validator=non_negative)
     #: the label the probe predicts: null for the dataset's main label, or a named task (shapes: colour)
     probe_task: Optional[str] = None

@@ -283,7 +283,7 @@ class Trainer:
                 metrics = {"step": step, "loss": self.dist.mean(loss.detach()).item(), "lr": lr, "wd": wd,
                            "momentum": exp.target.momentum(step, total),
                            "images_per_s": images_since / max(now - tick, 1e-9)}
-                if self.health is not None and step % self.health_every == 0:
+                if self.health is not None and step % self.health_every == 0:  # at log steps only
                     metrics.update(self._check_health(step))
                 tick, images_since = time.perf_counter(), 0  # images/s leaves the check out
                 if self.dist.is_main:

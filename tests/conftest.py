@@ -22,6 +22,8 @@ TINY = {
     "target": {"name": "ema", "momentum": [0.99, 1.0]},
     "optim": {"lr": 1.0e-3, "start_lr": 1.0e-4, "warmup_steps": 5},
     "train": {"steps": 30, "log_every": 1, "checkpoint_every": 10},
+    # a check costs about as much as a tiny step: every 10th, not every logged step
+    "health": {"every": 10},
 }
 
 

@@ -232,7 +232,7 @@ def test_a_non_finite_loss_stops_the_run_at_that_step_and_keeps_the_last_good_ch
         tmp_path, monkeypatch, capsys):
     from jepa_core import train
 
-    config, run_dir = fault_config(tmp_path, log_every=4), tmp_path / "run"
+    config, run_dir = fault_config(tmp_path, log_every=5), tmp_path / "run"
     real_step = train.Trainer.train_step
 
     def train_step(self, images, step, total, lr, wd):
@@ -245,7 +245,7 @@ def test_a_non_finite_loss_stops_the_run_at_that_step_and_keeps_the_last_good_ch
     latest = run_dir / "checkpoints" / "latest.pt"
     assert len(err) == 1 and "non-finite at step 7" in err[0] and f"{latest} (step 5)" in err[0], err
     assert checkpoint.load(latest)["step"] == 5
-    assert [m["step"] for m in read_metrics(run_dir)] == [4]  # nothing logged from the bad step on
+    assert [m["step"] for m in read_metrics(run_dir)] == [5]  # nothing logged from the bad step on
 
 
 def test_a_data_loader_worker_that_dies_is_a_one_line_error_not_a_hang(tmp_path, write):

@@ -24,6 +24,7 @@ CRASH_PLUGIN = textwrap.dedent('''
     from PIL import Image
 
     from jepa_core import hookimpl
+    from registries.evaluators import Evaluator
 
 
     @hookimpl
@@ -32,9 +33,7 @@ CRASH_PLUGIN = textwrap.dedent('''
             raise RuntimeError(f"stopped at step {step}")
 
 
-    class Picture:
-        def __init__(self, config):
-            pass
+    class Picture(Evaluator):
 
         def evaluate(self, run):
             Image.new("RGB", (12, 8), (200, 30, 30)).save(run.run_dir / "picture.png")
