@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "tiny"
 BASELINES = ("simclr", "vicreg", "mocov3", "pixel")
 METHOD_SECTIONS = {"name", "views", "conditioning", "predictor", "target"}
+LOADER_GEOMETRY = {"crop_scale", "flip_p"}
 
 #: collapse threshold: mean over dimensions of the per-dimension standard deviation of the
 #: L2-normalised pooled features, times sqrt(D). 1 = isotropic features, 0 = every image the
@@ -420,8 +421,10 @@ def test_tiny_baselines_differ_from_tiny_iwm_only_in_the_method_sections():
     for name in BASELINES:
         cfg = to_dict(load_config(TINY / f"{name}.yaml").config)
         differing = {key for key in set(cfg) | set(iwm) if cfg.get(key) != iwm.get(key)}
-        assert differing <= METHOD_SECTIONS, (name, differing - METHOD_SECTIONS)
+        assert differing <= METHOD_SECTIONS | {"data"}, (name, differing - METHOD_SECTIONS)
         assert {"views", "predictor", "target"} <= differing
+        data = {k for k in cfg["data"] if cfg["data"][k] != iwm["data"][k]}
+        assert data <= LOADER_GEOMETRY, (name, data)  # only where the shared crop goes: the views crop instead
 
 
 def test_imagenet_recipes_hold_the_published_method_settings():
@@ -437,10 +440,15 @@ def test_imagenet_recipes_hold_the_published_method_settings():
     simclr, vicreg, moco, pixel = (cfgs[n] for n in BASELINES)
     assert simclr.target.params == {"temperature": 0.1}
     assert (simclr.predictor.params["hidden"], simclr.predictor.params["out"]) == (2048, 128)
-    jitter = simclr.views.source[0].params
+    for cfg in (simclr, vicreg, moco):  # every view crops and flips on its own, from the whole image
+        assert tuple(cfg.data.crop_scale) == (1.0, 1.0) and cfg.data.flip_p == 0.0
+        for view in (cfg.views.source, cfg.views.target):
+            first = view[0].params["ops"][0] if view[0].name == "augment" else {"name": view[0].name, **view[0].params}
+            assert first["name"] == "random_resized_crop" and tuple(first["scale"]) == (0.08, 1.0), first
+    jitter = simclr.views.source[1].params
     assert (jitter["p"], jitter["brightness"], jitter["contrast"], jitter["saturation"], jitter["hue"]) == (
         0.8, 0.8, 0.8, 0.8, 0.2)
-    assert [(s.name, s.params["p"]) for s in simclr.views.source[1:]] == [("grayscale", 0.2), ("gaussian_blur", 0.5)]
+    assert [(s.name, s.params["p"]) for s in simclr.views.source[2:]] == [("grayscale", 0.2), ("gaussian_blur", 0.5)]
     assert (vicreg.target.params["sim_coeff"], vicreg.target.params["std_coeff"],
             vicreg.target.params["cov_coeff"]) == (25.0, 25.0, 1.0)
     assert (vicreg.predictor.params["hidden"], vicreg.predictor.params["out"], vicreg.predictor.params["layers"]) \
