@@ -25,9 +25,11 @@ from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment
 from jepa_core.health import HealthMonitor, prediction_cosine
+from jepa_core.precision import Precision, choose
 from jepa_core.schedules import cosine, warmup_cosine
 
 METRICS = "metrics.jsonl"
+PRECISION = "precision.json"  # what train.precision resolved to, and the measurement behind it
 
 
 class NonFiniteLoss(RunError):
@@ -40,13 +42,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA, fp32 on CPU (bf16 matmul is ~500x slower on our CPUs)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return torch.bfloat16 if precision == "bf16" else None
 
 
 def param_groups(modules: list[nn.Module]) -> list[dict[str, Any]]:
@@ -95,7 +90,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.dist = dist or DistInfo()
         self.device = pick_device(self.cfg.train.device) if not self.dist.device else self.dist.device
-        self.dtype = autocast_dtype(self.cfg.train.precision, self.device)
+        self.precision = self._choose_precision()
+        self.dtype = self.precision.dtype
         for module in exp.modules().values():
             module.to(self.device)
         self.encoder = self.dist.wrap(exp.encoder)
@@ -114,6 +110,15 @@ class Trainer:
                      for online, copy in exp.target.momentum_pairs]
         if self.cfg.train.compile:
             self._compile_blocks()
+
+    def _choose_precision(self) -> Precision:
+        """``train.precision``, with ``auto`` measured here; every rank trains in the same one."""
+        rows, cols = self.exp.encoder.grid
+        tokens = self.cfg.data.batch_size * rows * cols
+        choice = choose(self.cfg.train.precision, self.device, tokens, self.exp.encoder.embed_dim)
+        if self.dist.any(choice.name != "bf16") and choice.name == "bf16":
+            choice = attrs.evolve(choice, name="fp32", reason=f"{choice.reason}; another rank measured otherwise")
+        return choice
 
     # ------------------------------------------------------------------ state
     def state_dict(self, step: int) -> dict[str, Any]:
@@ -255,6 +260,9 @@ class Trainer:
         schedule = Schedule(total, warmup_steps(exp, sampler.steps_per_epoch, total), cfg.optim)
         if self.dist.is_main:
             self._truncate_metrics(start)
+            text = json.dumps(attrs.asdict(self.precision), indent=1) + "\n"
+            checkpoint.atomic_write(self.run_dir / PRECISION, lambda f: f.write(text), mode="w")
+            print(self.precision.summary(), flush=True)
             exp.pm.hook.jepa_run_start(run_dir=str(self.run_dir), config=cfg, start_step=start, total_steps=total)
         metrics: dict[str, float] = {}
         step = start

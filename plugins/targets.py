@@ -34,7 +34,7 @@ class EMATarget(Target):
     def forward(self, images, target_idx):
         features = self.encoder(images)
         if self.config.layer_norm:
-            features = F.layer_norm(features, features.shape[-1:])
+            features = F.layer_norm(features.float(), features.shape[-1:])  # fp32 under bf16 autocast
         return gather_tokens(features, target_idx)
 
     def loss(self, prediction, target):

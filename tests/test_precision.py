@@ -1,0 +1,85 @@
+"""train.precision: explicit choices stay, ``auto`` follows what the matmul probe measures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from jepa_core import precision as P
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe():
+    P._measure.cache_clear()
+    yield
+    P._measure.cache_clear()
+
+
+def _fake_cpu(monkeypatch, fp32: float, bf16: float) -> list:
+    """Replace the timing with fixed throughputs (GFLOP/s); record every call."""
+    calls = []
+
+    def gflops(device, dtype, m, k, n, deadline_s):
+        calls.append((dtype, m, deadline_s))
+        return fp32 if dtype == torch.float32 else bf16
+
+    monkeypatch.setattr(P, "_gflops", gflops)
+    return calls
+
+
+def test_explicit_precisions_are_kept_without_measuring(monkeypatch):
+    calls = _fake_cpu(monkeypatch, 300, 1900)
+    assert P.choose("fp32", torch.device("cpu"), 2048, 192).dtype is None
+    assert P.choose("bf16", torch.device("cpu"), 2048, 192).dtype is torch.bfloat16
+    assert calls == []
+
+
+def test_auto_picks_bf16_where_it_is_clearly_faster(monkeypatch):
+    """A Xeon with AMX (bf16 ~5x fp32) trains in bf16; the figures and ratio are in the reason."""
+    _fake_cpu(monkeypatch, 340, 1900)
+    choice = P.choose("auto", torch.device("cpu"), 2048, 192)
+    assert choice.name == "bf16" and choice.dtype is torch.bfloat16
+    assert (choice.fp32_gflops, choice.bf16_gflops) == (340, 1900) and "2048x192x768" in choice.reason
+    assert "5.59x" in choice.reason
+
+
+@pytest.mark.parametrize("bf16", [0.7, 340, 400])
+def test_auto_keeps_fp32_where_bf16_is_slow_or_barely_faster(monkeypatch, bf16):
+    """An AVX2 EPYC (bf16 ~500x slower) or a tie keeps fp32; a hopeless bf16 is timed on 1/16 of the rows only."""
+    calls = _fake_cpu(monkeypatch, 340, bf16)
+    choice = P.choose("auto", torch.device("cpu"), 2048, 192)
+    assert choice.name == "fp32" and choice.dtype is None
+    rows = [(dtype, m) for dtype, m, _ in calls]
+    slice_only = [(torch.float32, 128), (torch.bfloat16, 128)]
+    assert rows == (slice_only if bf16 < 340 / P.BF16_SPEEDUP else slice_only + [(torch.float32, 2048), (torch.bfloat16, 2048)])
+
+
+def test_the_probe_runs_once_per_process_and_shape(monkeypatch):
+    calls = _fake_cpu(monkeypatch, 340, 1900)
+    for _ in range(3):
+        P.choose("auto", torch.device("cpu"), 2048, 192)
+    assert len(calls) == 4  # both on a slice, then both at the real shape: once
+
+
+def test_the_real_probe_is_quick_and_positive():
+    """On this machine, whichever CPU it has: both throughputs measured, under a second."""
+    import time
+
+    start = time.perf_counter()
+    choice = P.choose("auto", torch.device("cpu"), 1024, 192)
+    assert time.perf_counter() - start < 1.0
+    assert choice.fp32_gflops > 0 and choice.bf16_gflops > 0 and choice.name in ("fp32", "bf16")
+
+
+def test_a_run_records_and_prints_its_precision(tiny_config, tmp_path, capsys, monkeypatch):
+    from jepa_core.config import load_config
+    from jepa_core.experiment import build_experiment
+    from jepa_core.train import PRECISION, Trainer
+
+    _fake_cpu(monkeypatch, 340, 0.7)
+    Trainer(build_experiment(load_config(tiny_config, ["train.steps=2"])), tmp_path).fit()
+    record = json.loads((tmp_path / PRECISION).read_text())
+    assert record["name"] == "fp32" and record["requested"] == "auto" and record["bf16_gflops"] == 0.7
+    assert capsys.readouterr().out.count("precision: fp32 (measured matmul") == 1
