@@ -25,6 +25,7 @@ from registries.datasets import SPLITS, MissingDataError
 @hookimpl
 def jepa_register_datasets(registry):
     registry.register("shapes", Shapes)
+    registry.register("motifs", Motifs)
     registry.register("imagefolder", ImageFolderData)
     registry.register("cifar10", Cifar10)
     registry.register("cifar100", Cifar100)
@@ -175,9 +176,8 @@ class Shapes(torch.utils.data.Dataset):
         a, b = torch.tensor(p["bg_colours"]).view(2, 3, 1, 1)
         return torch.addcmul(a, b - a, t)
 
-    def render(self, index: int, params: dict | None = None) -> torch.Tensor:
-        """Image ``index`` as a uint8 (3, size, size) tensor."""
-        p = params or self.params(index)
+    def _draw(self, bg: torch.Tensor, p: dict) -> torch.Tensor:
+        """``bg`` (3, size, size) floats with shape ``p`` (shape, colour, radius, centre, angle) painted on."""
         ys, xs = _grid(self.size)
         r = p["radius"]
         dy, dx = ys - p["centre"][0], xs - p["centre"][1]
@@ -185,8 +185,12 @@ class Shapes(torch.utils.data.Dataset):
         u, v_ = dx * c + dy * s, dy * c - dx * s
         dist = _SDF[SHAPES[p["shape"]]](u, v_)
         alpha = dist.mul_(-r * self.size).add_(0.5).clamp_(0, 1)  # one-pixel anti-aliased edge
-        bg = self._background(p)
-        img = torch.addcmul(bg, self._colours[p["colour"]].view(3, 1, 1) - bg, alpha)
+        return torch.addcmul(bg, self._colours[p["colour"]].view(3, 1, 1) - bg, alpha)
+
+    def render(self, index: int, params: dict | None = None) -> torch.Tensor:
+        """Image ``index`` as a uint8 (3, size, size) tensor."""
+        p = params or self.params(index)
+        img = self._draw(self._background(p), p)
         return img.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
@@ -207,6 +211,83 @@ class Shapes(torch.utils.data.Dataset):
     def label_names(self) -> dict[str, list[int]]:
         """Per-index labels of every task (the ``registries.datasets`` multi-task contract)."""
         return {t: self.labels(t).tolist() for t in self.tasks}
+
+
+@functools.lru_cache(maxsize=None)
+def _area(shape: str) -> float:
+    """Area of a shape in shape units (the unit disc holds it), measured on a fine grid."""
+    t = torch.linspace(-1, 1, 513)
+    u, v_ = t.view(-1, 1).expand(513, 513), t.view(1, -1).expand(513, 513)
+    return (_SDF[shape](u, v_) < 0).float().mean().item() * 4
+
+
+class Motifs(Shapes):
+    """One shape class repeated on a jittered grid: the class is in no pixel statistic.
+
+    Every image holds ``g x g`` copies of one shape (``g`` drawn from ``grid``)
+    in one palette colour, each with its own size, rotation and position jitter
+    inside its cell, over a low-contrast background. Every class covers the same
+    area (shapes are scaled to the smallest one's), and colour is drawn
+    independently of the class, so neither the colours nor how much of the image
+    is painted give the class away (tests/test_datasets.py checks the channel
+    means and spreads are at chance). The copies make the class what a masked
+    copy's visible neighbours predict and what two crops of the image agree on.
+    Tasks: ``shape`` (the label), ``colour`` and ``grid`` (copies per side).
+    """
+
+    @attrs.frozen
+    class Config(Shapes.Config):
+        #: copies per side: each image draws g uniformly from [low, high]
+        grid: tuple[int, int] = attrs.field(
+            default=(2, 3),
+            converter=v.as_pair,
+            validator=attrs.validators.and_(v.interval(1, 6), attrs.validators.deep_iterable(attrs.validators.instance_of(int))),
+        )
+
+    tasks = ("shape", "colour", "grid")
+
+    def __init__(self, config: Config | None = None, split: str = "train"):
+        super().__init__(config or self.Config(), split)
+        self.class_names["grid"] = list(range(self.config.grid[0], self.config.grid[1] + 1))
+
+    def params(self, index: int) -> dict:
+        cfg = self.config
+        low, high = cfg.grid
+        u = torch.rand(_N_RANDOM + 5 * high * high, generator=torch.Generator().manual_seed(self.index_seed(index))).tolist()
+        g = low + min(int(u[1] * (high - low + 1)), high - low)
+        shape = min(int(u[0] * cfg.n_shapes), cfg.n_shapes - 1)
+        smallest = min(_area(name) for name in SHAPES[: cfg.n_shapes])
+        area_scale = math.sqrt(smallest / _area(SHAPES[shape]))  # equal areas: coverage says nothing
+        colour = min(int(u[2] * cfg.n_colours), cfg.n_colours - 1)
+        base = [0.2 + 0.5 * x for x in u[7:10]]
+        copies = []
+        for k in range(g * g):
+            a, b, c, d, e = u[_N_RANDOM + 5 * k : _N_RANDOM + 5 * k + 5]
+            outer = (0.3 + 0.15 * a) / g  # a cell is 1/g wide: copies never overlap
+            slack = 0.5 / g - outer
+            radius = outer * area_scale
+            row, col = divmod(k, g)
+            centre = ((row + 0.5) / g + slack * (2 * b - 1), (col + 0.5) / g + slack * (2 * c - 1))
+            copies.append({"radius": radius, "centre": centre, "angle": d * 2 * math.pi, "colour": colour})
+        return {
+            "shape": shape,
+            "colour": colour,
+            "grid": g - low,
+            "copies": copies,
+            "background": min(int(u[6] * 3), 2),
+            "bg_colours": base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])],  # low contrast
+            "bg_angle": u[13] * math.pi,
+            "bg_freq": 2 + 6 * u[14],
+            "bg_phase": u[15] * 2 * math.pi,
+            "noise": u[16:32],
+        }
+
+    def render(self, index: int, params: dict | None = None) -> torch.Tensor:
+        p = params or self.params(index)
+        img = self._background(p)
+        for copy in p["copies"]:
+            img = self._draw(img, {**copy, "shape": p["shape"]})
+        return img.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
 
 
 # --------------------------------------------------------------------------- local files

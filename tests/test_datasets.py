@@ -22,7 +22,7 @@ def registry():
 
 
 def test_registration_lists_every_dataset_with_a_description(registry):
-    assert registry.names() == ["cifar10", "cifar100", "imagefolder", "shapes", "stl10"]
+    assert registry.names() == ["cifar10", "cifar100", "imagefolder", "motifs", "shapes", "stl10"]
     for entry in registry.entries():
         assert entry.description and entry.config is not None
     with pytest.raises(ComponentError, match="did you mean 'size'"):
@@ -87,6 +87,55 @@ def test_shapes_same_scene_at_two_sizes():
     big = P.Shapes(P.Shapes.Config(size=128, train_size=4), "train")[1][0].float()
     down = torch.nn.functional.avg_pool2d(big[None], 4)[0]
     assert (down - small).abs().mean() < 12
+
+
+# --------------------------------------------------------------------------- motifs
+
+
+def test_motifs_grid_of_copies_inside_their_cells():
+    ds = P.Motifs(P.Motifs.Config(train_size=60, grid=[2, 4]), "train")
+    assert ds.tasks == ("shape", "colour", "grid") and ds.class_names["grid"] == [2, 3, 4]
+    assert set(ds.labels("grid").tolist()) == {0, 1, 2}
+    for i in range(60):
+        p = ds.params(i)
+        g = ds.config.grid[0] + p["grid"]
+        assert len(p["copies"]) == g * g and p["shape"] == ds[i][1] == ds.labels("shape")[i]
+        assert {c["colour"] for c in p["copies"]} == {p["colour"]} == {int(ds.labels("colour")[i])}
+        for k, copy in enumerate(p["copies"]):
+            row, col = divmod(k, g)  # the copy's circumscribed disc stays in its cell: no overlaps
+            (y, x), r = copy["centre"], copy["radius"]
+            assert row / g - 1e-9 <= y - r and y + r <= (row + 1) / g + 1e-9
+            assert col / g - 1e-9 <= x - r and x + r <= (col + 1) / g + 1e-9
+    assert set(ds.labels("colour").tolist()) == set(range(len(P.PALETTE)))
+    img = ds[0][0]
+    assert img.shape == (3, 64, 64) and torch.equal(img, P.Motifs(ds.config, "train")[0][0])
+    assert not torch.equal(img, P.Motifs(ds.config, "val")[0][0])
+
+
+def test_motifs_class_is_not_in_the_colour_statistics():
+    """Mean and spread of each channel, nearest class mean: chance, so colour does not give the class away."""
+    cfg = P.Motifs.Config(size=32, train_size=480, val_size=240)
+
+    def stats(split):
+        ds = P.Motifs(cfg, split)
+        images = torch.stack([ds[i][0] for i in range(len(ds))]).float().flatten(2)
+        return torch.cat([images.mean(2), images.std(2)], 1), ds.labels()
+
+    (xt, yt), (xv, yv) = stats("train"), stats("val")
+    mu, sd = xt.mean(0), xt.std(0)
+    xt, xv = (xt - mu) / sd, (xv - mu) / sd
+    centroids = torch.stack([xt[yt == c].mean(0) for c in range(cfg.n_shapes)])
+    accuracy = (torch.cdist(xv, centroids).argmin(1) == yv).float().mean().item()
+    assert accuracy < 1 / cfg.n_shapes + 0.1, accuracy
+
+
+def test_motifs_grid_must_be_an_integer_range():
+    reg = Registry("datasets")
+    P.jepa_register_datasets(reg)
+    with pytest.raises(ComponentError, match="grid"):
+        reg.create("motifs", "train", grid=[3, 2])
+    with pytest.raises(ComponentError, match="grid"):
+        reg.create("motifs", "train", grid=[1.5, 2])
 
 
 # --------------------------------------------------------------------------- imagefolder
