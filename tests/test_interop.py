@@ -4,7 +4,8 @@ import pytest
 import torch
 import yaml
 
-from ijepa_reference import VisionTransformer, VisionTransformerPredictor, official_checkpoint
+from ijepa_reference import official_checkpoint
+from jepa_core.bench.official import VisionTransformer, VisionTransformerPredictor
 from jepa_core import checkpoint
 from jepa_core.evaluate import load_run
 from jepa_core.evaluate import main as evaluate

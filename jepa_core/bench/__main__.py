@@ -16,7 +16,7 @@ import torch
 
 # The pipeline micro-benchmarks run first: run after the train step (3 GB peak) in the same
 # process, the photometric pipeline measured 2.0x its reference instead of 3.8-4.8x.
-SUITES = ("masking", "photometric", "train_step", "data_loading", "memory", "health")
+SUITES = ("masking", "photometric", "train_step", "precision", "peer", "data_loading", "memory", "health")
 
 
 def format_rows(rows: list[dict]) -> str:

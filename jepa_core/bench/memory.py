@@ -19,9 +19,9 @@ from jepa_core.bench.train_step import RECIPES
 CHILD = """
 import json, sys, torch
 from jepa_core.bench.memory import peak_rss_bytes
-from jepa_core.bench.train_step import _images, _trainer
+from jepa_core.bench.train_step import _images, trainer as make_trainer
 recipe, device = sys.argv[1], sys.argv[2]
-trainer = _trainer(recipe, device)
+trainer = make_trainer(recipe, device)
 images = _images(device)
 if device == "cuda":
     torch.cuda.reset_peak_memory_stats()

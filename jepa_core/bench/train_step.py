@@ -73,11 +73,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _trainer(recipe: str, device: str, compile: bool = False):
+def trainer(recipe: str, device: str, **train: object):
+    """A Trainer of a benchmark recipe in a scratch directory; ``train`` overrides train keys."""
     from jepa_core.experiment import build_experiment
     from jepa_core.train import Trainer
 
-    exp = build_experiment(recipe_config(recipe, device, compile=compile))
+    exp = build_experiment(recipe_config(recipe, device, **train))
     return Trainer(exp, tempfile.mkdtemp(prefix="jepa-bench-"))
 
 
@@ -110,7 +111,8 @@ def step_figures(device: str) -> dict[str, dict[str, dict[str, float]]]:
     measurement.
     """
     modes = {"eager": False, "compiled": True}
-    trainers = {(recipe, mode): _trainer(recipe, device, compile=compiled)
+    precision = "bf16" if device == "cuda" else "fp32"  # the peak's precision (the precision suite has both)
+    trainers = {(recipe, mode): trainer(recipe, device, compile=compiled, precision=precision)
                 for recipe in RECIPES for mode, compiled in modes.items()}
     images = _images(device)
     steps = range(1, REPEATS + 1)
