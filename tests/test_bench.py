@@ -58,7 +58,7 @@ def test_a_spawned_process_peak_rss_is_its_own_not_its_parents():
 
 def test_a_hopeless_precision_is_timed_on_its_smallest_size_only(monkeypatch):
     """bf16 on an AVX2 CPU takes ~0.4 s for a 512 matmul and ~25 s for 2048: the peak stops at the first."""
-    from jepa_core.bench import precision
+    from jepa_core.bench import train_step
 
     sizes = []
 
@@ -66,6 +66,6 @@ def test_a_hopeless_precision_is_timed_on_its_smallest_size_only(monkeypatch):
         sizes.append(len(sizes))
         return 1.0  # every call over the budget
 
-    monkeypatch.setattr(precision, "_timed", slow)
-    assert precision.peak("cpu", torch.bfloat16, seconds=0.5) == pytest.approx(2 * 512**3)
+    monkeypatch.setattr(train_step, "_timed", slow)
+    assert train_step.matmul_peak("cpu", torch.bfloat16, seconds=0.5) == pytest.approx(2 * 512**3)
     assert len(sizes) == 1

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from jepa_core.bench.masking import reference_multiblock
 from jepa_core.bench.official import VisionTransformer, VisionTransformerPredictor
-from jepa_core.bench.train_step import BATCH, _images, _timed, trainer
+from jepa_core.bench.train_step import BATCH, _images, take_turns, trainer
 from jepa_core.views import normalize
 
 REPEATS = 4
@@ -77,13 +77,7 @@ def run(device: str) -> list[dict]:
         module.to(device)
     images = _images(device)
     sides = {"ours": lambda step: ours.train_step(images, step, 1000, 1e-4, 0.04), "peer": lambda step: peer(images, step)}
-    for fn in sides.values():  # warm-up
-        _timed(lambda: fn(0), device)
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    for step in range(1, REPEATS + 1):
-        runs = [{name: _timed(lambda: fn(step), device) for name, fn in sides.items()} for _ in range(2)]
-        for name in sides:
-            seconds[name].append(min(run[name] for run in runs))
+    _, seconds = take_turns(sides, device, REPEATS)
     ours_s, peer_s = statistics.median(seconds["ours"]), statistics.median(seconds["peer"])
     bf16 = ours.precision.name == "bf16"
     return [{"suite": "peer", "name": f"ijepa step ViT-Ti/16 224px batch {BATCH}: ours ({ours.precision.name}) "

@@ -12,31 +12,14 @@ what ``train.precision: auto`` picks here, with the probe's figures.
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 
 from jepa_core.bench.flops import count_flops
-from jepa_core.bench.train_step import BATCH, _images, _timed, trainer
+from jepa_core.bench.train_step import BATCH, _images, matmul_peak, take_turns, trainer
 
 REPEATS = 4
-SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192)}
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def peak(device: str, dtype: torch.dtype, seconds: float = 0.5) -> float:
-    """Best square-matmul FLOP/s in ``dtype``; a size whose one call exceeds ``seconds`` ends the search."""
-    best = 0.0
-    for n in SIZES[device]:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            took = _timed(lambda: a @ b, device)
-            best = max(best, 2 * n**3 / took)
-            if took > seconds:
-                return best
-    return best
 
 
 def _steps(device: str, names: list[str]) -> dict[str, tuple[float, float]]:
@@ -47,20 +30,14 @@ def _steps(device: str, names: list[str]) -> dict[str, tuple[float, float]]:
     def step_of(name: str, step: int):
         return lambda: trainers[name].train_step(images, step, 1000, 1e-4, 0.04)
 
-    for name in names:  # warm-up
-        _timed(step_of(name, 0), device)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for step in range(1, REPEATS + 1):
-        runs = [{name: _timed(step_of(name, step), device) for name in names} for _ in range(2)]
-        for name in names:
-            seconds[name].append(min(run[name] for run in runs))
+    _, seconds = take_turns({name: lambda step, name=name: step_of(name, step)() for name in names}, device, REPEATS)
     flops = [count_flops(step_of(names[0], step))[0] for step in range(1, REPEATS + 1)]
     return {name: (statistics.median(seconds[name]), statistics.median(f / t for f, t in zip(flops, seconds[name])))
             for name in names}
 
 
 def run(device: str) -> list[dict]:
-    peaks = {name: peak(device, dtype) for name, dtype in PRECISIONS.items()}
+    peaks = {name: matmul_peak(device, dtype, seconds=0.5) for name, dtype in PRECISIONS.items()}
     rows = [{"suite": "precision", "name": f"matmul peak {name} (best square size)", "value": p / 1e9,
              "unit": "GFLOP/s"} for name, p in peaks.items()]
     stepped = [name for name in PRECISIONS if peaks[name] >= peaks["fp32"] / 10]

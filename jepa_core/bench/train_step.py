@@ -49,14 +49,16 @@ def recipe_config(recipe: str, device: str, **train: object):
     return resolve(data, {}, f"<bench {recipe}>")
 
 
-def matmul_peak(device: str, seconds: float = 1.0) -> float:
-    """Measured matmul FLOP/s (fp32 on CPU, bf16 on CUDA): the best of square sizes.
+def matmul_peak(device: str, dtype: torch.dtype | None = None, seconds: float = 1.0) -> float:
+    """Measured matmul FLOP/s in ``dtype`` (default: fp32 on CPU, bf16 on CUDA): the best of square sizes.
 
     The best size differs by device and cache (on a 2-core EPYC, 512 reaches about
     207 GFLOP/s and 2048 185-200), so every size is tried for ``seconds`` and the
     fastest counts: a peak picked at one size would flatter MFU by the difference.
+    A size whose one call takes longer than ``seconds`` ends the search (bf16 on
+    an AVX2 CPU: about 0.4 s at 512, 25 s at 2048).
     """
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device == "cuda" else torch.float32)
     sizes = (2048, 4096, 8192) if device == "cuda" else (512, 1024, 2048)
     best = 0.0
     for n in sizes:
@@ -64,8 +66,28 @@ def matmul_peak(device: str, seconds: float = 1.0) -> float:
         b = torch.randn(n, n, device=device, dtype=dtype)
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline:
-            best = max(best, 2 * n**3 / _timed(lambda: a @ b, device))
+            took = _timed(lambda: a @ b, device)
+            best = max(best, 2 * n**3 / took)
+            if took > seconds:
+                return best
     return best
+
+
+def take_turns(steps: dict, device: str, repeats: int) -> tuple[dict, dict]:
+    """Time ``steps[key](index)`` for every key, the keys taking turns.
+
+    Index 0 runs once per key (its time is the first step's, which warms up);
+    then each index 1..``repeats`` runs twice per key and its faster time
+    counts, so slow spells of a shared machine fall on every key alike.
+    Returns (first-step seconds, per-index seconds) by key.
+    """
+    first = {key: _timed(lambda: fn(0), device) for key, fn in steps.items()}
+    seconds: dict = {key: [] for key in steps}
+    for index in range(1, repeats + 1):
+        runs = [{key: _timed(lambda: fn(index), device) for key, fn in steps.items()} for _ in range(2)]
+        for key in steps:
+            seconds[key].append(min(run[key] for run in runs))
+    return first, seconds
 
 
 def _sync(device: str) -> None:
@@ -120,12 +142,7 @@ def step_figures(device: str) -> dict[str, dict[str, dict[str, float]]]:
     def step_of(key: tuple[str, str], step: int):
         return lambda: trainers[key].train_step(images, step, 1000, 1e-4, 0.04)
 
-    first = {key: _timed(step_of(key, 0), device) for key in trainers}
-    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
-    for step in steps:
-        runs = [{key: _timed(step_of(key, step), device) for key in trainers} for _ in range(2)]
-        for key in trainers:
-            seconds[key].append(min(run[key] for run in runs))
+    first, seconds = take_turns({key: lambda step, key=key: step_of(key, step)() for key in trainers}, device, REPEATS)
     figures: dict[str, dict[str, dict[str, float]]] = {recipe: {} for recipe in RECIPES}
     for recipe in RECIPES:
         flops = [count_flops(step_of((recipe, "eager"), step))[0] for step in steps]
