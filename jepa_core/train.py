@@ -260,8 +260,7 @@ class Trainer:
         schedule = Schedule(total, warmup_steps(exp, sampler.steps_per_epoch, total), cfg.optim)
         if self.dist.is_main:
             self._truncate_metrics(start)
-            text = json.dumps(attrs.asdict(self.precision), indent=1) + "\n"
-            checkpoint.atomic_write(self.run_dir / PRECISION, lambda f: f.write(text), mode="w")
+            checkpoint.write_json(self.run_dir / PRECISION, attrs.asdict(self.precision))
             print(self.precision.summary(), flush=True)
             exp.pm.hook.jepa_run_start(run_dir=str(self.run_dir), config=cfg, start_step=start, total_steps=total)
         metrics: dict[str, float] = {}
