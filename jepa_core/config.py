@@ -20,7 +20,7 @@ import yaml
 
 from jepa_core import schema
 from jepa_core.schema import Component, ExperimentConfig
-from registries import did_you_mean
+from jepa_core.registries import did_you_mean
 
 SET_ORIGIN = "--set"
 SWEEP_KEY = "sweep"

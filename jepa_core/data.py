@@ -8,7 +8,7 @@ the sampler computes as a pure function of (seed, epoch, index), so
 * a run resumed at optimizer step k (``set_position(k)``) sees exactly the
   batches, crops and flips an uninterrupted run would have seen from step k.
 
-Datasets come from the ``datasets`` registry (``registries.datasets``) and yield
+Datasets come from the ``datasets`` registry (``jepa_core.registries.datasets``) and yield
 ``(image, label)`` with image a PIL image or a uint8 (3, H, W) tensor; the
 loaders here turn them into dicts ``{"image", "label", "crop", "flip"}`` where
 ``crop`` = (top, left, height, width) of the crop divided by the source

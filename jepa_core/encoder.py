@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from registries import ComponentError, did_you_mean
+from jepa_core.registries import ComponentError, did_you_mean
 
 
 def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:

@@ -20,10 +20,10 @@ from jepa_core.encoder import Encoder
 from jepa_core.manager import PluginLoadError, Registries, get_plugin_manager, load_plugin
 from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.views import Views
-from registries import ComponentError
-from registries.conditioning import Conditioner
-from registries.datasets import MissingDataError
-from registries.transformations import ENCODINGS, Masking, Transformation
+from jepa_core.registries import ComponentError
+from jepa_core.registries.conditioning import Conditioner
+from jepa_core.registries.datasets import MissingDataError
+from jepa_core.registries.transformations import ENCODINGS, Masking, Transformation
 
 
 @attrs.define

@@ -33,7 +33,7 @@ from torch import nn
 
 from jepa_core.data import build_eval_loader, mix_seed
 from jepa_core.views import normalize
-from registries.datasets import dataset_tasks, task_labels
+from jepa_core.registries.datasets import dataset_tasks, task_labels
 
 _PROBE = 0x70726F62  # seed domain of the probe's subsets
 

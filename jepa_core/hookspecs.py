@@ -1,6 +1,6 @@
 """Every hook a jepa-core plugin can implement.
 
-Registration hooks receive a :class:`registries.Registry` and call
+Registration hooks receive a :class:`jepa_core.registries.Registry` and call
 ``registry.register(name, factory)``. Runtime hooks observe a run; they are
 called on rank 0 only and must not change the training state. Each hook is
 documented in docs/hooks.md (a test keeps the two in step).
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from jepa_core import hookspec
-from registries import Registry
+from jepa_core.registries import Registry
 
 
 @hookspec

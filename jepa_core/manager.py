@@ -21,7 +21,7 @@ from typing import Iterable
 import pluggy
 
 from jepa_core import PROJECT, hookspecs
-from registries import KINDS, Registry
+from jepa_core.registries import KINDS, Registry
 
 ENTRY_POINT_GROUP = PROJECT
 AUTOLOAD_ENV = "JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD"

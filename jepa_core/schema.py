@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import attrs
 
-from registries.validators import in_range, interval, non_negative, one_of, positive, positive_int, probability
+from jepa_core.registries.validators import in_range, interval, non_negative, one_of, positive, positive_int, probability
 
 
 @attrs.define

@@ -82,7 +82,7 @@ def _expand(block: Any, where: str) -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: sweep: must be a mapping with at least one of {', '.join(SWEEP_KEYS)}")
     for key in block:
         if key not in SWEEP_KEYS:
-            from registries import did_you_mean
+            from jepa_core.registries import did_you_mean
 
             raise ConfigError(f"{where}: sweep.{key}: unknown key{did_you_mean(str(key), SWEEP_KEYS)}; "
                               f"valid: {', '.join(SWEEP_KEYS)}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 import torch
 
-from registries.transformations import Masking, Masks, Params, Transformation
+from jepa_core.registries.transformations import Masking, Masks, Params, Transformation
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -1,6 +1,6 @@
 """Baselines in the same engine: SimCLR, VICReg, MoCo v3 and an MAE-style pixel target.
 
-Registers (implementations in :mod:`plugins.contrastive` and :mod:`plugins.pixel`;
+Registers (implementations in :mod:`jepa_core.plugins.contrastive` and :mod:`jepa_core.plugins.pixel`;
 only this module holds hooks, so only it needs an entry point):
 
 =================  ================  ===============================================
@@ -22,8 +22,8 @@ Recipes: experiments/{simclr,vicreg,mocov3,pixel}.yaml; docs/baselines.md.
 from __future__ import annotations
 
 from jepa_core import hookimpl
-from plugins.contrastive import InfoNCETarget, MoCoV3Target, Projector, VICRegTarget, bind_augment
-from plugins.pixel import PixelTarget, bind_pixel_decoder
+from jepa_core.plugins.contrastive import InfoNCETarget, MoCoV3Target, Projector, VICRegTarget, bind_augment
+from jepa_core.plugins.pixel import PixelTarget, bind_pixel_decoder
 
 
 @hookimpl

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from jepa_core import hookimpl
-from registries.conditioning import Conditioner
-from registries.validators import positive_int
+from jepa_core.registries.conditioning import Conditioner
+from jepa_core.registries.validators import positive_int
 
 
 class NoConditioning(Conditioner):

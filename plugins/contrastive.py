@@ -1,6 +1,6 @@
 """Contrastive and joint-embedding baselines: SimCLR, VICReg and MoCo v3 (implementations).
 
-The hooks are in :mod:`plugins.baselines`. Every baseline runs in the same
+The hooks are in :mod:`jepa_core.plugins.baselines`. Every baseline runs in the same
 engine as I-JEPA/IWM, with ``views.masking: full`` (the encoder sees every
 token of both views):
 
@@ -35,11 +35,11 @@ import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import nn
 
-from registries import ComponentError
-from registries.predictors import Predictor
-from registries.targets import Target
-from registries.transformations import Masking, Params, Transformation
-from registries.validators import in_range, non_negative, one_of, positive, positive_int
+from jepa_core.registries import ComponentError
+from jepa_core.registries.predictors import Predictor
+from jepa_core.registries.targets import Target
+from jepa_core.registries.transformations import Masking, Params, Transformation
+from jepa_core.registries.validators import in_range, non_negative, one_of, positive, positive_int
 
 # --------------------------------------------------------------------------- distributed helpers
 

@@ -2,7 +2,7 @@
 
 Nothing is ever downloaded: the torchvision datasets read files already under
 ``root`` and a missing file raises :class:`MissingDataError` naming the exact
-path that must exist. Contract: ``registries.datasets``.
+path that must exist. Contract: ``jepa_core.registries.datasets``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder
 
 from jepa_core import hookimpl
 from jepa_core.data import splitmix64
-from registries import validators as v
-from registries.datasets import SPLITS, MissingDataError
+from jepa_core.registries import validators as v
+from jepa_core.registries.datasets import SPLITS, MissingDataError
 
 
 @hookimpl
@@ -209,7 +209,7 @@ class Shapes(torch.utils.data.Dataset):
 
     @property
     def label_names(self) -> dict[str, list[int]]:
-        """Per-index labels of every task (the ``registries.datasets`` multi-task contract)."""
+        """Per-index labels of every task (the ``jepa_core.registries.datasets`` multi-task contract)."""
         return {t: self.labels(t).tolist() for t in self.tasks}
 
 

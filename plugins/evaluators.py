@@ -1,6 +1,6 @@
 """Built-in evaluators: probes, predictor finetuning and world-model (equivariance) metrics.
 
-Contract: ``registries.evaluators``. Every evaluator is deterministic given
+Contract: ``jepa_core.registries.evaluators``. Every evaluator is deterministic given
 the run's seed, evaluates on deterministic centre crops (``build_eval_loader``,
 never the training augmentations) and returns ``{metric: float}``.
 
@@ -27,10 +27,10 @@ needs an entry point.
 from __future__ import annotations
 
 from jepa_core import hookimpl
-from plugins.evaluators_equivariance import EquivarianceMRR, RetrievalGrid
-from plugins.evaluators_predictor import MultitaskPredictor, PredictorFinetune
-from plugins.evaluators_probes import KNN, AttentiveProbe, LinearProbe
-from plugins.evaluators_spectrum import Spectrum
+from jepa_core.plugins.evaluators_equivariance import EquivarianceMRR, RetrievalGrid
+from jepa_core.plugins.evaluators_predictor import MultitaskPredictor, PredictorFinetune
+from jepa_core.plugins.evaluators_probes import KNN, AttentiveProbe, LinearProbe
+from jepa_core.plugins.evaluators_spectrum import Spectrum
 
 EVALUATORS = {
     "linear_probe": LinearProbe,

@@ -30,8 +30,8 @@ from torch.utils.data import Subset
 
 from jepa_core.data import build_eval_loader, mix_seed
 from jepa_core.views import normalize
-from registries.datasets import task_labels
-from registries.validators import one_of, positive_int
+from jepa_core.registries.datasets import task_labels
+from jepa_core.registries.validators import one_of, positive_int
 
 # --------------------------------------------------------------------------- config helpers
 

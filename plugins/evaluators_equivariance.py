@@ -48,9 +48,9 @@ import torch.nn.functional as F
 
 from jepa_core import checkpoint
 from jepa_core.views import normalize
-from plugins import evaluators_common as C
-from registries.evaluators import Evaluator
-from registries.validators import one_of, positive_int
+from jepa_core.plugins import evaluators_common as C
+from jepa_core.registries.evaluators import Evaluator
+from jepa_core.registries.validators import one_of, positive_int
 
 
 def chance_mrr(bank_size: int) -> float:

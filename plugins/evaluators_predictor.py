@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plugins import evaluators_common as C
-from plugins.evaluators_probes import batch_size_field, workers_field
-from registries.evaluators import Evaluator
-from registries.validators import as_pair, non_negative, positive, positive_int
+from jepa_core.plugins import evaluators_common as C
+from jepa_core.plugins.evaluators_probes import batch_size_field, workers_field
+from jepa_core.registries.evaluators import Evaluator
+from jepa_core.registries.validators import as_pair, non_negative, positive, positive_int
 
 
 def _tasks(instance, attribute, value) -> None:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plugins import evaluators_common as C
-from registries.evaluators import Evaluator
-from registries.validators import as_pair, non_negative, one_of, positive, positive_int
+from jepa_core.plugins import evaluators_common as C
+from jepa_core.registries.evaluators import Evaluator
+from jepa_core.registries.validators import as_pair, non_negative, one_of, positive, positive_int
 
 
 def max_train_field():

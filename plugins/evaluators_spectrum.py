@@ -50,10 +50,10 @@ import torch
 
 from jepa_core import checkpoint
 from jepa_core.views import normalize
-from plugins import evaluators_common as C
-from plugins.evaluators_equivariance import EquivarianceMRR, RankingConfig
-from registries.evaluators import Evaluator
-from registries.validators import as_pair, positive, positive_int
+from jepa_core.plugins import evaluators_common as C
+from jepa_core.plugins.evaluators_equivariance import EquivarianceMRR, RankingConfig
+from jepa_core.registries.evaluators import Evaluator
+from jepa_core.registries.validators import as_pair, positive, positive_int
 
 #: fraction of the train subset held out to choose lambda
 VALIDATION_FRACTION = 0.2

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from jepa_core import hookimpl
-from registries import validators as v
-from registries.transformations import Params, Transformation
+from jepa_core.registries import validators as v
+from jepa_core.registries.transformations import Params, Transformation
 
 _TRIES = 10  # torchvision's RandomResizedCrop.get_params
 

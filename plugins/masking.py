@@ -35,8 +35,8 @@ import attrs
 import torch
 
 from jepa_core import hookimpl
-from registries.transformations import Masking, Masks
-from registries.validators import as_pair, interval, positive_int
+from jepa_core.registries.transformations import Masking, Masks
+from jepa_core.registries.validators import as_pair, interval, positive_int
 
 #: vectorised re-draws of the context position for images left with < min_keep patches
 MAX_TRIES = 100

@@ -1,4 +1,4 @@
-"""The generative baseline: MAE-style pixel targets (implementations; hooks in plugins.baselines).
+"""The generative baseline: MAE-style pixel targets (implementations; hooks in jepa_core.plugins.baselines).
 
 * predictor ``pixel_decoder``: the ``vit`` predictor (built through the
   predictors registry, so its code is reused, not copied) with its output
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from registries.predictors import Predictor
-from registries.targets import Target
-from registries.validators import in_range, positive, positive_int
+from jepa_core.registries.predictors import Predictor
+from jepa_core.registries.targets import Target
+from jepa_core.registries.validators import in_range, positive, positive_int
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ from torch import nn
 
 from jepa_core import hookimpl
 from jepa_core.encoder import gather_tokens, sincos_2d
-from registries.predictors import Predictor
-from registries.validators import in_range, positive, positive_int
+from jepa_core.registries.predictors import Predictor
+from jepa_core.registries.validators import in_range, positive, positive_int
 
 
 class ViTPredictor(Predictor):

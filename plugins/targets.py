@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from jepa_core import hookimpl
 from jepa_core.encoder import gather_tokens
-from registries.targets import Target
-from registries.validators import as_pair, interval, one_of
+from jepa_core.registries.targets import Target
+from jepa_core.registries.validators import as_pair, interval, one_of
 
 
 class EMATarget(Target):

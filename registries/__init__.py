@@ -1,10 +1,10 @@
 """The vocabulary of jepa-core: one module per component kind with its contract.
 
 Importing this package is cheap (no torch); the contract modules
-(``registries.transformations`` and friends) import torch themselves.
+(``jepa_core.registries.transformations`` and friends) import torch themselves.
 """
 
-from registries._registry import ComponentError, Entry, Registry, build_config, did_you_mean
+from jepa_core.registries._registry import ComponentError, Entry, Registry, build_config, did_you_mean
 
 KINDS = ("transformations", "conditioning", "predictors", "targets", "evaluators", "datasets", "loggers")
 

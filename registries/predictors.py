@@ -2,7 +2,7 @@
 
 Built as ``factory(config, embed_dim, grid, conditioner)`` where ``embed_dim``
 is the encoder width, ``grid`` the patch grid and ``conditioner`` a
-:class:`registries.conditioning.Conditioner` sized by the engine.
+:class:`jepa_core.registries.conditioning.Conditioner` sized by the engine.
 """
 
 from __future__ import annotations

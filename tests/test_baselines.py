@@ -28,9 +28,9 @@ from jepa_core.manager import get_registries
 from jepa_core.train import Trainer
 from jepa_core.views import normalize
 from helpers import DDP_RTOL, assert_all_close_scaled, assert_close_scaled, read_metrics
-from plugins import contrastive as C
-from plugins import pixel as P
-from registries.conditioning import Conditioner
+from jepa_core.plugins import contrastive as C
+from jepa_core.plugins import pixel as P
+from jepa_core.registries.conditioning import Conditioner
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "experiments" / "tiny"

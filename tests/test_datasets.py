@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from plugins import datasets as P
-from registries import ComponentError, Registry
-from registries.datasets import MissingDataError
+from jepa_core.plugins import datasets as P
+from jepa_core.registries import ComponentError, Registry
+from jepa_core.registries.datasets import MissingDataError
 
 
 @pytest.fixture(scope="module")

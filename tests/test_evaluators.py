@@ -15,10 +15,10 @@ from jepa_core.data import build_eval_loader
 from jepa_core.evaluate import TrainedRun, trained_run
 from jepa_core.experiment import build_experiment
 from jepa_core.views import MEAN, STD, normalize
-from plugins import evaluators as E
-from plugins import photometric_ops as ops
-from plugins.evaluators_equivariance import chance_mrr, expected_reciprocal_rank
-from registries import ComponentError
+from jepa_core.plugins import evaluators as E
+from jepa_core.plugins import photometric_ops as ops
+from jepa_core.plugins.evaluators_equivariance import chance_mrr, expected_reciprocal_rank
+from jepa_core.registries import ComponentError
 
 SIZE, PATCH = 32, 8  # 4x4 patch grid
 TINY = [

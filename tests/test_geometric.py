@@ -9,8 +9,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop as TorchvisionRRC
 
-from plugins.geometric import RandomResizedCrop
-from registries import ComponentError, build_config
+from jepa_core.plugins.geometric import RandomResizedCrop
+from jepa_core.registries import ComponentError, build_config
 
 
 def _op(**params) -> RandomResizedCrop:

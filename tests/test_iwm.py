@@ -121,7 +121,7 @@ def test_an_action_that_cannot_be_encoded_is_refused(tiny_config, write, capsys)
     plugin = write("broken.py", '''
         import torch
         from jepa_core import hookimpl
-        from registries.transformations import Transformation
+        from jepa_core.registries.transformations import Transformation
 
         class Broken(Transformation):
             """Declares a 2-entry difference action but encodes 3 entries."""

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from jepa_core.bench.masking import reference_multiblock
-from plugins.masking import MultiBlock, jepa_register_transformations
-from registries import ComponentError, Registry, build_config
-from registries.transformations import Masks
+from jepa_core.plugins.masking import MultiBlock, jepa_register_transformations
+from jepa_core.registries import ComponentError, Registry, build_config
+from jepa_core.registries.transformations import Masks
 
 GRID = (14, 14)
 N = GRID[0] * GRID[1]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from importlib.metadata import requires
 
 from conftest import ROOT
@@ -21,3 +25,35 @@ def test_the_readme_and_ci_install_through_the_same_constraints_file():
     for text in ((ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()):
         installs = [line for line in text.splitlines() if "pip install" in line and "-e" in line]
         assert installs and all("-c .ci/constraints.txt" in line for line in installs), installs
+
+
+def test_the_wheel_installs_only_names_the_project_owns(tmp_path):
+    """plugins/ and registries/ ship as jepa_core.plugins and jepa_core.registries, never top level."""
+    source = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name.startswith(("jepa_core/", "plugins/", "registries/")) or name in ("pyproject.toml", "README.md"):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("jepa_core-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (top_level,) = [n for n in names if n.endswith(".dist-info/top_level.txt")]
+        assert archive.read(top_level).decode().split() == ["jepa_core"]
+        entry_points = archive.read(top_level.replace("top_level.txt", "entry_points.txt")).decode()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"jepa_core"}
+    assert "jepa_core/plugins/masking.py" in names and "jepa_core/registries/transformations.py" in names
+    assert "masking = jepa_core.plugins.masking" in entry_points
+
+
+def test_launch_works_beside_a_users_own_plugins_folder_and_registries_module(tmp_path):
+    """``python -m`` puts the working directory first on sys.path; the user's names must not shadow ours."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "__init__.py").write_text("raise ImportError('the user folder was imported')\n")
+    (tmp_path / "registries.py").write_text("raise ImportError('the user module was imported')\n")
+    done = subprocess.run([sys.executable, "-m", "jepa_core.launch", str(ROOT / "experiments" / "quickstart.yaml"),
+                           "--dry-run"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "patch grid: 8x8" in done.stdout

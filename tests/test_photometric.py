@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from plugins import photometric as P
-from registries import ComponentError, build_config
+from jepa_core.plugins import photometric as P
+from jepa_core.registries import ComponentError, build_config
 
 B, H, W = 4, 32, 40
 JITTER_TV = {
@@ -184,7 +184,7 @@ def test_blur_kernel_must_fit_the_image():
 
 
 def test_registered_through_the_hook():
-    from registries import Registry
+    from jepa_core.registries import Registry
 
     registry = Registry("transformations")
     P.jepa_register_transformations(registry)

@@ -21,8 +21,8 @@ import json, os
 import attrs
 import torch
 from jepa_core import hookimpl
-from registries.transformations import Transformation
-from registries.validators import probability
+from jepa_core.registries.transformations import Transformation
+from jepa_core.registries.validators import probability
 
 
 class Invert(Transformation):
@@ -85,7 +85,7 @@ def _make_distribution(root: Path) -> None:
     (root / "jepa_extra_plugin.py").write_text(textwrap.dedent('''
         import attrs
         from jepa_core import hookimpl
-        from registries.conditioning import Conditioner
+        from jepa_core.registries.conditioning import Conditioner
 
         class Constant(Conditioner):
             """Conditioning from an installed distribution (ignores the action)."""
@@ -106,7 +106,7 @@ def _list_plugins(path: Path, disable: bool) -> str:
     env.pop(AUTOLOAD_ENV, None)
     if disable:
         env[AUTOLOAD_ENV] = "1"
-    done = subprocess.run([sys.executable, "-m", "jepa_core.plugins"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "jepa_core.components"], env=env, capture_output=True,
                           text=True, check=True)
     return done.stdout
 
@@ -121,7 +121,7 @@ def test_installed_distribution_is_found_and_autoload_switch_turns_it_off(tmp_pa
 
 
 def test_listing_shows_kind_name_plugin_and_description():
-    done = subprocess.run([sys.executable, "-m", "jepa_core.plugins"], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-m", "jepa_core.components"], capture_output=True, text=True, check=True)
     row = next(line for line in done.stdout.splitlines() if " multiblock " in line)
     assert row.split()[:3] == ["transformations", "multiblock", "masking"]
     assert "I-JEPA" in row
@@ -130,7 +130,7 @@ def test_listing_shows_kind_name_plugin_and_description():
 def test_two_plugins_registering_one_name_is_an_error_naming_both(tiny_config, write, capsys):
     dup = write("dup.py", '''
         from jepa_core import hookimpl
-        from registries.predictors import Predictor
+        from jepa_core.registries.predictors import Predictor
 
         @hookimpl
         def jepa_register_predictors(registry):

@@ -4,8 +4,8 @@ import attrs
 import pytest
 
 from jepa_core.manager import get_registries
-from registries import ComponentError, Registry, build_config
-from registries.validators import positive_int
+from jepa_core.registries import ComponentError, Registry, build_config
+from jepa_core.registries.validators import positive_int
 
 
 class Widget:

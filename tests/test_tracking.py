@@ -24,7 +24,7 @@ CRASH_PLUGIN = textwrap.dedent('''
     from PIL import Image
 
     from jepa_core import hookimpl
-    from registries.evaluators import Evaluator
+    from jepa_core.registries.evaluators import Evaluator
 
 
     @hookimpl
@@ -196,7 +196,7 @@ def test_wandb_offline_continues_the_same_run_after_a_resume(tmp_path, monkeypat
 
 def test_wandb_groups_sweep_members_by_their_sweep_directory(tmp_path, wandb_env):
     from jepa_core.sweep import MANIFEST
-    from plugins.loggers import WandbLogger
+    from jepa_core.plugins.loggers import WandbLogger
 
     (tmp_path / "sweep" / "member").mkdir(parents=True)
     (tmp_path / "sweep" / MANIFEST).write_text("{}")

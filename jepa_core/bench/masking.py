@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from registries.transformations import Masks
+from jepa_core.registries.transformations import Masks
 
 GRID = (14, 14)
 BATCH = 256

@@ -1,4 +1,4 @@
-"""``python -m jepa_core.plugins``: every registered component, by kind.
+"""``python -m jepa_core.components``: every registered component, by kind.
 
 Prints kind, name, the plugin it came from and a one-line description, so a
 user can see what YAML may name before writing any.
@@ -23,7 +23,7 @@ def format_table(registries) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jepa_core.plugins", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.components", description=__doc__.splitlines()[0])
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
                         help="also load this plugin (module path or .py file); repeatable")
     args = parser.parse_args(argv)
