@@ -25,7 +25,6 @@ from jepa_core.config import ConfigError
 from jepa_core.sweep import read_manifest
 
 SEED_KEY = "train.seed"
-MRR, LINEAR = "equivariance_mrr.mrr", "linear_probe.top1"
 #: the spectrum evaluator's per-op metrics: r2_<op> (encoder) and mrr_<op> (predictor)
 SPECTRUM_R2, SPECTRUM_MRR = "spectrum.r2_", "spectrum.mrr_"
 #: a member's place on the spectrum: both averaged over the ops that have both numbers
@@ -99,8 +98,22 @@ def markdown(groups: list[dict], keys: list[str], metrics: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> Path:
-    """MRR against linear accuracy coloured by conditioning (when both exist), and metrics per member."""
+def scatter_axes(rows: list[dict], metrics: list[str]) -> tuple[str, str] | None:
+    """The invariance-equivariance plane (IWM Figure 4) when the members report one: (x, y) metric names.
+
+    x is the first probe accuracy (``<evaluator>.top1``) and y the first ranking
+    metric (``<evaluator>.mrr``) that finished members report; None otherwise.
+    """
+    done = [r for r in rows if r["state"] == "finished"]
+    reported = [m for m in metrics if any(r.get(m) is not None for r in done)]
+    x = next((m for m in reported if m.endswith(".top1")), None)
+    y = next((m for m in reported if m.endswith(".mrr")), None)
+    return (x, y) if x and y else None
+
+
+def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path,
+         scatter: tuple[str, str] | None = None) -> Path:
+    """``scatter``'s y against its x coloured by conditioning (when given), and metrics per member."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,34 +122,35 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path) -> P
     done = [r for r in rows if r["state"] == "finished"]
     shown = [m for m in metrics if not m.endswith(".chance") and any(r.get(m) is not None for r in done)][:4]
     shown = shown or ["final_loss"]
-    scatter = any(r.get(MRR) is not None and r.get(LINEAR) is not None for r in done)
-    panels = len(shown) + int(scatter)
+    panels = len(shown) + int(scatter is not None)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
     axes = list(axes[0])
-    if scatter:
+    if scatter is not None:
+        x_metric, y_metric = scatter
         ax = axes.pop(0)
         colour_key = next((k for k in keys if k.startswith("conditioning")), None)
         marker_key = next((k for k in keys if k.endswith("depth")), None)
         colours = {v: f"C{i}" for i, v in enumerate(dict.fromkeys(str(r.get(colour_key)) for r in done))}
         markers = dict(zip(dict.fromkeys(str(r.get(marker_key)) for r in done), "osD^vP*X"))
         for r in done:
-            ax.scatter(r.get(LINEAR), r.get(MRR), c=colours[str(r.get(colour_key))],
+            ax.scatter(r.get(x_metric), r.get(y_metric), c=colours[str(r.get(colour_key))],
                        marker=markers[str(r.get(marker_key))], s=60)
         for value, colour in colours.items():
             ax.scatter([], [], c=colour, label=f"{colour_key}={value}" if colour_key else value)
         if marker_key:
             for value, marker in markers.items():
                 ax.scatter([], [], c="grey", marker=marker, label=f"{marker_key}={value}")
-        ax.set_xlabel("linear probe top-1")
-        ax.set_ylabel("equivariance MRR")
+        ax.set_xlabel(x_metric)
+        ax.set_ylabel(y_metric)
         ax.legend(fontsize=7)
     labels = [r["member"] for r in done]
     for ax, metric in zip(axes, shown):
         ax.bar(range(len(done)), [r.get(metric) or 0.0 for r in done], color="C0")
         ax.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=6)
         ax.set_title(metric, fontsize=9)
+        # an evaluator that reports its own chance level gets it drawn under its metrics
         chance = next((r.get(metric.rsplit(".", 1)[0] + ".chance") for r in done), None)
-        if metric.startswith("equivariance_mrr.") and chance is not None:
+        if chance is not None:
             ax.axhline(chance, color="C3", linestyle="--", label="chance")
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -217,9 +231,17 @@ def spectrum_plot(rows: list[dict], keys: list[str], path: Path) -> Path | None:
     return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def ablate(sweep_dir: str | Path) -> dict[str, Path]:
+def ablate(sweep_dir: str | Path, scatter: tuple[str, str] | None = None) -> dict[str, Path]:
+    """Write the table, the plots and the csv; ``scatter``: (x, y) metrics, by default :func:`scatter_axes`'s."""
     sweep_dir = Path(sweep_dir)
     rows, keys, metrics = collect(sweep_dir)
+    if scatter is None:
+        scatter = scatter_axes(rows, metrics)
+    else:
+        for name in scatter:
+            if name not in metrics:
+                raise ConfigError(f"--scatter: no member of {sweep_dir} reports {name!r}; "
+                                  f"metrics: {', '.join(metrics)}")
     columns = ["member", "state", *keys, *metrics]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
@@ -229,7 +251,7 @@ def ablate(sweep_dir: str | Path) -> dict[str, Path]:
     paths = {
         "csv": checkpoint.write_text(sweep_dir / "ablation.csv", text.getvalue()),
         "md": checkpoint.write_text(sweep_dir / "ablation.md", markdown(groups, keys, metrics)),
-        "png": plot(rows, keys, metrics, sweep_dir / "ablation.png"),
+        "png": plot(rows, keys, metrics, sweep_dir / "ablation.png", scatter),
     }
     spectrum = spectrum_plot(rows, keys, sweep_dir / "spectrum.png")
     if spectrum is not None:
@@ -240,9 +262,11 @@ def ablate(sweep_dir: str | Path) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.ablate", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
+    parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
+                        help="metrics of the scatter panel (default: the first *.top1 and the first *.mrr reported)")
     args = parser.parse_args(argv)
     try:
-        paths = ablate(args.sweep_dir)
+        paths = ablate(args.sweep_dir, tuple(args.scatter) if args.scatter else None)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ forward takes token indices and gathers before the transformer blocks.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -37,6 +38,18 @@ def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     flat = idx.reshape(batch, -1)
     picked = torch.gather(tokens, 1, flat.unsqueeze(-1).expand(-1, -1, width))
     return picked.reshape(*idx.shape, width)
+
+
+def init_vit_weights(module: nn.Module, blocks: Iterable[nn.Module]) -> None:
+    """I-JEPA's ViT init: every Linear truncated normal 0.02, biases 0, then each block's output projections scaled by 1/sqrt(2 * depth)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    for layer, block in enumerate(blocks, start=1):
+        block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
+        block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
 
 
 def vit_names() -> list[str]:
@@ -77,18 +90,7 @@ class Encoder(nn.Module):
         self.patch_size = vit.patch_embed.patch_size[0]
         self.grid = tuple(vit.patch_embed.grid_size)
         self.register_buffer("pos_embed", sincos_2d(self.embed_dim, self.grid)[None], persistent=False)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # I-JEPA: truncated normal 0.02, then rescale each block's output projections by depth.
-        for module in self.vit.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for layer, block in enumerate(self.vit.blocks, start=1):
-            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
-            block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
+        init_vit_weights(self.vit, self.vit.blocks)
 
     def forward(self, images: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, D) features of the patches ``idx`` (B, K); all patches when None."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 import attrs
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
 from jepa_core.errors import RunError
-from jepa_core.experiment import Experiment, at, build_experiment
+from jepa_core.experiment import Experiment, build_experiment, build_predictor
 from jepa_core.views import Views
 
 EVAL_JSON = "eval.json"
@@ -42,6 +41,8 @@ class TrainedRun:
     seed: int
     #: where file outputs (plots) go; None outside a run directory
     run_dir: Path | None = None
+    #: what evaluators share (datasets, features): it lives and dies with this object
+    cache: dict = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def config(self):
@@ -49,6 +50,11 @@ class TrainedRun:
 
     def dataset(self, split: str):
         return self.experiment.dataset(split)
+
+    def new_predictor(self) -> nn.Module:
+        """A freshly initialised predictor of the run's architecture, from the global RNG, on the CPU."""
+        return build_predictor(self.experiment.loaded, self.experiment.registries, self.experiment.encoder,
+                               self.views)[1]
 
 
 def trained_run(exp: Experiment, device: torch.device | None = None, run_dir: str | Path | None = None) -> TrainedRun:

@@ -128,7 +128,7 @@ def _pipeline(loaded: LoadedConfig, registries: Registries, which: str, image_si
 
 
 def _expect(registries: Registries, name: str, base: type, what: str) -> None:
-    factory = registries.transformations.get(name).factory
+    factory = registries.transformations.get(name).component
     if isinstance(factory, type) and not issubclass(factory, base):
         raise ComponentError(f"{name!r} is not {what}")
 
@@ -168,6 +168,24 @@ def _uses_action(conditioner: Conditioner) -> bool:
     return cls.tokens is not Conditioner.tokens or cls.mask_tokens is not Conditioner.mask_tokens
 
 
+def build_predictor(loaded: LoadedConfig, registries: Registries, encoder: Encoder,
+                    views: Views) -> tuple[Conditioner, nn.Module]:
+    """The conditioner and the predictor that holds it, freshly initialised from the global RNG."""
+    cfg = loaded.config
+    with at(loaded, "predictor"):  # the conditioner works at the predictor's width
+        predictor_config = registries.predictors.config(cfg.predictor.name, **cfg.predictor.params)
+        width = registries.predictors.get(cfg.predictor.name).factory.conditioning_width(
+            predictor_config, encoder.embed_dim)
+    with at(loaded, "conditioning"):
+        conditioner = registries.conditioning.create(
+            cfg.conditioning.name, views.action_dim, width, **cfg.conditioning.params
+        )
+    with at(loaded, "predictor"):
+        return conditioner, registries.predictors.create(
+            cfg.predictor.name, encoder.embed_dim, encoder.grid, conditioner, **cfg.predictor.params
+        )
+
+
 def build_experiment(loaded: LoadedConfig, registries: Registries | None = None) -> Experiment:
     """Build every component (seeded, on the CPU); raises ConfigError on bad input."""
     cfg = loaded.config
@@ -177,17 +195,7 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
         encoder = Encoder(cfg.encoder.name, cfg.data.image_size, cfg.encoder.drop_path_rate,
                           cfg.encoder.depth, cfg.encoder.patch_size)
     views = build_views(loaded, registries, encoder.grid)
-    with at(loaded, "predictor"):  # the conditioner works at the predictor's width
-        predictor_config = registries.predictors.config(cfg.predictor.name, **cfg.predictor.params)
-    width = getattr(predictor_config, "width", encoder.embed_dim)
-    with at(loaded, "conditioning"):
-        conditioner = registries.conditioning.create(
-            cfg.conditioning.name, views.action_dim, width, **cfg.conditioning.params
-        )
-    with at(loaded, "predictor"):
-        predictor = registries.predictors.create(
-            cfg.predictor.name, encoder.embed_dim, encoder.grid, conditioner, **cfg.predictor.params
-        )
+    conditioner, predictor = build_predictor(loaded, registries, encoder, views)
     with at(loaded, "target"):
         target = registries.targets.create(cfg.target.name, encoder, predictor, **cfg.target.params)
         if target.symmetric and views.action_dim and _uses_action(conditioner):

@@ -70,7 +70,7 @@ def knn_accuracy(train: torch.Tensor, train_y: torch.Tensor, val: torch.Tensor, 
 def check_probe(dataset: Any, task: str | None) -> None:
     """ValueError unless ``dataset`` has the label the online probe asks for."""
     if task is None:
-        if int(getattr(dataset, "num_classes", 0) or 0) < 2:
+        if dataset.num_classes < 2:
             raise ValueError(f"dataset {type(dataset).__name__} has no labels for the online probe; "
                              "set health.probe_every to 0")
     elif task not in dataset_tasks(dataset):

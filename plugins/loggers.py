@@ -12,8 +12,7 @@ from typing import Any
 
 import attrs
 
-from jepa_core import checkpoint, hookimpl
-from jepa_core.config import dump_yaml, to_dict
+from jepa_core.api import dump_yaml, hookimpl, to_dict, write_text
 
 
 class CSVLogger:
@@ -215,7 +214,7 @@ class WandbLogger:
         if path.is_file() and path.read_text().strip():
             return path.read_text().strip()
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's form
-        checkpoint.write_text(path, run_id + "\n")
+        write_text(path, run_id + "\n")
         return run_id
 
     def group(self) -> str | None:

@@ -10,6 +10,7 @@ engine supplies (sizes, modules) are passed positionally as ``context``.
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Callable, Iterator
 
 import attrs
@@ -43,6 +44,11 @@ class Entry:
     plugin: str
     description: str
 
+    @property
+    def component(self) -> Callable[..., Any]:
+        """The class (or function) built: the factory, or the callable a ``functools.partial`` factory wraps."""
+        return self.factory.func if isinstance(self.factory, functools.partial) else self.factory
+
 
 def _first_line(obj: Any) -> str:
     doc = (getattr(obj, "__doc__", None) or "").strip()
@@ -67,17 +73,20 @@ class Registry:
         """Register ``factory`` under ``name``; a name taken by another plugin is an error.
 
         ``config`` defaults to ``factory.Config`` when the factory defines one,
-        and the description to the first line of the factory's docstring.
+        and the description to the first line of the factory's docstring. A
+        ``functools.partial`` factory binds context known at registration (for
+        example another registry); both defaults then come from the class it wraps.
         """
+        component = factory.func if isinstance(factory, functools.partial) else factory
         if config is None:
-            config = getattr(factory, "Config", None)
+            config = getattr(component, "Config", None)
         if name in self._entries:
             other = self._entries[name].plugin
             raise ComponentError(
                 f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {self.current_plugin!r}"
             )
         self._entries[name] = Entry(
-            name, factory, config, self.current_plugin, description or _first_line(factory)
+            name, factory, config, self.current_plugin, description or _first_line(component)
         )
         return factory
 

@@ -1,14 +1,42 @@
 """Evaluators: a trained run in, a flat dict of metrics out.
 
-Built as ``factory(config)``; ``evaluate(run)`` receives a
-``jepa_core.evaluate.TrainedRun`` (encoder, target encoder, predictor, views,
-data loaders) and returns ``{metric: float}``. ``needs`` names what the run
-must have ("predictor", "actions"), so a mismatch is refused before any work.
+Built as ``factory(config)``; ``evaluate(run)`` receives a :class:`RunView`
+(the engine passes its ``TrainedRun``) and returns ``{metric: float}``.
+``needs`` names what the run must have ("predictor", "actions"), so a mismatch
+is refused before any work.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+
+class RunView(Protocol):
+    """What an evaluator may read of a run: its modules, views, data, seed and a per-run cache."""
+
+    #: the online encoder and the target's (the same module when the target keeps none), eval mode;
+    #: both are jepa_core Encoders: embed_dim, num_heads, grid, patch_size
+    encoder: nn.Module
+    target_encoder: nn.Module
+    predictor: nn.Module | None
+    views: Any  # jepa_core.views.Views: null_action(batch, device), action_dim, ...
+    device: torch.device
+    seed: int
+    #: where file outputs (plots) go; None outside a run directory
+    run_dir: Path | None
+    #: evaluators share work through it (datasets, features); it lives as long as the run object
+    cache: dict
+
+    @property
+    def config(self) -> Any: ...  # the resolved jepa_core.schema.Config
+
+    def dataset(self, split: str) -> Any: ...  # a registries.datasets.LabelledDataset
+
+    def new_predictor(self) -> nn.Module: ...  # the run's predictor architecture, freshly initialised
 
 
 class Evaluator:
@@ -19,5 +47,5 @@ class Evaluator:
     def __init__(self, config=None):
         self.config = config
 
-    def evaluate(self, run: Any) -> dict[str, float]:
+    def evaluate(self, run: RunView) -> dict[str, float]:
         raise NotImplementedError

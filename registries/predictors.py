@@ -2,7 +2,8 @@
 
 Built as ``factory(config, embed_dim, grid, conditioner)`` where ``embed_dim``
 is the encoder width, ``grid`` the patch grid and ``conditioner`` a
-:class:`jepa_core.registries.conditioning.Conditioner` sized by the engine.
+:class:`jepa_core.registries.conditioning.Conditioner` the engine builds at
+:meth:`Predictor.conditioning_width` before the predictor.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from torch import nn
 
 class Predictor(nn.Module):
     """Base class of predictors."""
+
+    @classmethod
+    def conditioning_width(cls, config, embed_dim: int) -> int:
+        """The width the conditioner works at (its action tokens join the predictor's): the encoder's by default."""
+        return embed_dim
 
     def forward(
         self,

@@ -73,3 +73,15 @@ def one_of(*choices: str):
 def as_pair(value: Any) -> Any:
     """Converter: YAML lists become tuples so configs stay hashable."""
     return tuple(value) if isinstance(value, list) else value
+
+
+def non_negative_int(instance: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"'{attribute.name}' must be an integer >= 0, got {value!r}", attribute)
+
+
+def positive_int_list(instance: Any, attribute: Any, value: Any) -> None:
+    """A non-empty list of integers >= 1 (for example probe widths or k values)."""
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
+        raise ValueError(f"'{attribute.name}' must be a non-empty list of integers >= 1, got {value!r}", attribute)

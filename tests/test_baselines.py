@@ -28,8 +28,9 @@ from jepa_core.manager import get_registries
 from jepa_core.train import Trainer
 from jepa_core.views import normalize
 from helpers import DDP_RTOL, assert_all_close_scaled, assert_close_scaled, read_metrics
-from jepa_core.plugins import contrastive as C
-from jepa_core.plugins import pixel as P
+from jepa_core.plugins.baselines.losses import moco_contrastive, nt_xent, vicreg_terms
+from jepa_core.plugins.baselines.pixel import patchify
+from jepa_core.plugins.baselines.projector import Projector, mlp, pool
 from jepa_core.registries.conditioning import Conditioner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +76,8 @@ def _nt_xent_by_formula(a, b, t):
 def test_infonce_is_nt_xent():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
-    assert C.nt_xent(a, b, 0.1).item() == pytest.approx(_nt_xent_by_formula(a, b, 0.1), rel=1e-5)
-    assert C.nt_xent(a, b, 0.5).item() == pytest.approx(_nt_xent_by_formula(a, b, 0.5), rel=1e-5)
+    assert nt_xent(a, b, 0.1).item() == pytest.approx(_nt_xent_by_formula(a, b, 0.1), rel=1e-5)
+    assert nt_xent(a, b, 0.5).item() == pytest.approx(_nt_xent_by_formula(a, b, 0.5), rel=1e-5)
     target = _registries().targets.create("infonce", *_online("infonce"))
     pred, tgt = a.view(6, 1, 1, 5), b.view(6, 1, 1, 5)
     assert target.loss(pred, tgt).item() == pytest.approx(_nt_xent_by_formula(a, b, 0.1), rel=1e-5)
@@ -111,7 +112,7 @@ def _vicreg_by_formula(x, y, gamma=1.0, eps=1e-4):
 def test_vicreg_terms_match_their_formulas():
     g = torch.Generator().manual_seed(1)
     x, y = 0.5 * torch.randn(8, 4, generator=g), 2.0 * torch.randn(8, 4, generator=g)  # one below, one above gamma
-    got = C.vicreg_terms(x, y)
+    got = vicreg_terms(x, y)
     want = _vicreg_by_formula(x, y)
     for term, expected in zip(got, want):
         assert term.item() == pytest.approx(expected, rel=1e-5)
@@ -128,7 +129,7 @@ def test_mocov3_loss_schedule_and_momentum_branch():
     qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
     by_formula = -sum(math.log(math.exp(float(qn[i] @ kn[i]) / t) / sum(math.exp(float(qn[i] @ kn[j]) / t)
                                                                         for j in range(5))) for i in range(5)) / 5
-    assert C.moco_contrastive(q, k, t).item() == pytest.approx(by_formula * 2 * t, rel=1e-5)
+    assert moco_contrastive(q, k, t).item() == pytest.approx(by_formula * 2 * t, rel=1e-5)
 
     encoder, predictor = _online("mocov3")
     target = _registries().targets.create("mocov3", encoder, predictor, freeze_patch_embed=True)
@@ -181,22 +182,22 @@ def _ddp_case(kind: str):
     params = {"infonce": dict(layers=2, last_bn="scale"),
               "vicreg": dict(layers=3, last_bn="none", hidden_bias=True),
               "mocov3": dict(layers=2, last_bn="plain", predictor_layers=2, predictor_hidden=12)}[kind]
-    proj = C.Projector(C.Projector.Config(hidden=12, out=5, **params), 6, (2, 2), Conditioner(None, 0, 6))
-    momentum = C.mlp(6, 12, 5, 2, hidden_bias=False, last_bn="plain")  # MoCo's key branch (no gradient)
+    proj = Projector(Projector.Config(hidden=12, out=5, **params), 6, (2, 2), Conditioner(None, 0, 6))
+    momentum = mlp(6, 12, 5, 2, hidden_bias=False, last_bn="plain")  # MoCo's key branch (no gradient)
     g = torch.Generator().manual_seed(1)
     return proj, momentum, torch.randn(8, 4, 6, generator=g), torch.randn(8, 4, 6, generator=g)
 
 
 def _ddp_loss(kind, proj, momentum, xa, xb):
     if kind == "infonce":
-        return C.nt_xent(proj.embed(xa), proj.embed(xb), 0.1)
+        return nt_xent(proj.embed(xa), proj.embed(xb), 0.1)
     if kind == "vicreg":
-        inv, var, cov = C.vicreg_terms(proj.embed(xa), proj.embed(xb))
+        inv, var, cov = vicreg_terms(proj.embed(xa), proj.embed(xb))
         return 25 * inv + 25 * var + cov
     with torch.no_grad():
-        ka, kb = momentum(C.pool(xa)), momentum(C.pool(xb))
-    return (C.moco_contrastive(proj.head(proj.embed(xa)), kb, 0.2)
-            + C.moco_contrastive(proj.head(proj.embed(xb)), ka, 0.2))
+        ka, kb = momentum(pool(xa)), momentum(pool(xb))
+    return (moco_contrastive(proj.head(proj.embed(xa)), kb, 0.2)
+            + moco_contrastive(proj.head(proj.embed(xb)), ka, 0.2))
 
 
 def _ddp_run(kind, rank, world):
@@ -349,7 +350,7 @@ def test_full_and_random_masks():
 
 def test_pixel_target_is_per_patch_normalised_pixels():
     images = torch.randn(2, 3, 16, 16)
-    patches = P.patchify(images, 8)
+    patches = patchify(images, 8)
     assert patches.shape == (2, 4, 192)
     # patch 1 is row 0, column 1; pixels in (row, column, channel) order as MAE
     assert torch.equal(patches[1, 1].view(8, 8, 3), images[1, :, 0:8, 8:16].permute(1, 2, 0))
@@ -365,8 +366,7 @@ def test_pixel_target_is_per_patch_normalised_pixels():
 
 def test_pixel_decoder_reuses_the_vit_predictor():
     exp = build_experiment(load_config(TINY / "pixel.yaml"))
-    vit = exp.registries.predictors.get("vit").factory
-    assert type(exp.predictor.decoder) is vit
+    assert isinstance(exp.predictor, exp.registries.predictors.get("vit").factory)
     ctx = torch.randn(2, 9, exp.encoder.embed_dim)
     masks = exp.views.masking.sample(2, torch.Generator().manual_seed(0))
     out = exp.predictor(ctx, masks.context, masks.targets, None)

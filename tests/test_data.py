@@ -10,7 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from jepa_core.data import CropFlip, ResumableSampler, build_eval_loader, build_loader, mix_seed
-from jepa_core.plugins.datasets import Shapes
+from jepa_core.plugins.data import Shapes
 
 
 @pytest.fixture(scope="module")

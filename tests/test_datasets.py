@@ -9,15 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_core.plugins import datasets as P
+from jepa_core.plugins.data import jepa_register_datasets
+from jepa_core.plugins.data import synthetic as P
 from jepa_core.registries import ComponentError, Registry
-from jepa_core.registries.datasets import MissingDataError
+from jepa_core.registries.datasets import MissingDataError, task_labels
 
 
 @pytest.fixture(scope="module")
 def registry():
     reg = Registry("datasets")
-    P.jepa_register_datasets(reg)
+    jepa_register_datasets(reg)
     return reg
 
 
@@ -50,13 +51,13 @@ def test_shapes_deterministic_and_varied(registry):
 
 def test_shapes_labels_in_range_and_consistent():
     ds = P.Shapes(P.Shapes.Config(train_size=200, n_shapes=8, n_colours=5), "train")
-    assert ds.num_classes == 8 and ds.tasks == ("shape", "colour")
+    assert ds.num_classes == 8 and list(ds.tasks) == ["shape", "colour"]
     shape, colour = ds.labels("shape"), ds.labels("colour")
     assert shape.dtype == torch.long and shape.shape == (200,)
     assert set(shape.tolist()) == set(range(8)) and set(colour.tolist()) == set(range(5))
     assert [ds[i][1] for i in range(10)] == shape[:10].tolist()
-    assert ds.label_names == {"shape": shape.tolist(), "colour": colour.tolist()}
-    assert ds.class_names["shape"][:3] == ["circle", "square", "triangle"] and len(ds.class_names["colour"]) == 5
+    assert torch.equal(task_labels(ds, "colour"), colour)
+    assert ds.tasks["shape"][:3] == ["circle", "square", "triangle"] and len(ds.tasks["colour"]) == 5
     with pytest.raises(ValueError, match="unknown task"):
         ds.labels("size")
 
@@ -94,7 +95,7 @@ def test_shapes_same_scene_at_two_sizes():
 
 def test_motifs_grid_of_copies_inside_their_cells():
     ds = P.Motifs(P.Motifs.Config(train_size=60, grid=[2, 4]), "train")
-    assert ds.tasks == ("shape", "colour", "grid") and ds.class_names["grid"] == [2, 3, 4]
+    assert list(ds.tasks) == ["shape", "colour", "grid"] and ds.tasks["grid"] == [2, 3, 4]
     assert set(ds.labels("grid").tolist()) == {0, 1, 2}
     for i in range(60):
         p = ds.params(i)
@@ -131,7 +132,7 @@ def test_motifs_class_is_not_in_the_colour_statistics():
 
 def test_motifs_grid_must_be_an_integer_range():
     reg = Registry("datasets")
-    P.jepa_register_datasets(reg)
+    jepa_register_datasets(reg)
     with pytest.raises(ComponentError, match="grid"):
         reg.create("motifs", "train", grid=[3, 2])
     with pytest.raises(ComponentError, match="grid"):

@@ -16,8 +16,8 @@ from jepa_core.evaluate import TrainedRun, trained_run
 from jepa_core.experiment import build_experiment
 from jepa_core.views import MEAN, STD, normalize
 from jepa_core.plugins import evaluators as E
-from jepa_core.plugins import photometric_ops as ops
-from jepa_core.plugins.evaluators_equivariance import chance_mrr, expected_reciprocal_rank
+from jepa_core.plugins.transformations import photometric_ops as ops
+from jepa_core.plugins.evaluators.equivariance import chance_mrr, expected_reciprocal_rank
 from jepa_core.registries import ComponentError
 
 SIZE, PATCH = 32, 8  # 4x4 patch grid

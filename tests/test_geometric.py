@@ -9,7 +9,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop as TorchvisionRRC
 
-from jepa_core.plugins.geometric import RandomResizedCrop
+from jepa_core.plugins.transformations.geometric import RandomResizedCrop
 from jepa_core.registries import ComponentError, build_config
 
 

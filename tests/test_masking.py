@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jepa_core.bench.masking import reference_multiblock
-from jepa_core.plugins.masking import MultiBlock, jepa_register_transformations
+from jepa_core.plugins.transformations.masking import MultiBlock, jepa_register_transformations
 from jepa_core.registries import ComponentError, Registry, build_config
 from jepa_core.registries.transformations import Masks
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from jepa_core.plugins import photometric as P
+from jepa_core.plugins.transformations import photometric as P
 from jepa_core.registries import ComponentError, build_config
 
 B, H, W = 4, 32, 40

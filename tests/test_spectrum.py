@@ -22,8 +22,8 @@ from jepa_core.evaluate import trained_run
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
 from jepa_core.plugins import evaluators as E
-from jepa_core.plugins.evaluators_equivariance import chance_mrr
-from jepa_core.plugins.evaluators_spectrum import r2_score, ridge_r2
+from jepa_core.plugins.evaluators.equivariance import chance_mrr
+from jepa_core.plugins.evaluators.spectrum import r2_score, ridge_r2
 from jepa_core.registries import ComponentError
 
 PNG = b"\x89PNG\r\n\x1a\n"

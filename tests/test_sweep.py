@@ -5,7 +5,7 @@ import json
 import pytest
 
 from jepa_core import checkpoint
-from jepa_core.ablate import ablate
+from jepa_core.ablate import ablate, collect, scatter_axes
 from jepa_core.config import ConfigError, load_config
 from jepa_core.sweep import expand, prepare, read_manifest
 
@@ -83,6 +83,22 @@ def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config
     assert "conditioning-feature_train.seed-1 (pending)" in table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [e["state"] for e in read_manifest(sweep_dir)["members"]].count("finished") == 3
+
+
+def test_ablate_scatters_the_metrics_the_members_report(write, tiny_config, tmp_path):
+    """No evaluator name is built into ablate: the scatter's axes come from the data or from --scatter."""
+    path = _sweep(write, tiny_config, "sweep:\n  grid:\n    conditioning.name: [none, feature]\n")
+    sweep_dir = tmp_path / "sweep"
+    members = expand(path, sweep_dir, ["views.source=[{name: grayscale}]"])
+    prepare(members, sweep_dir, path)
+    for member, mrr in zip(members, (0.1, 0.7)):
+        _fake_finished(member, 0.5, {"my_ranking": {"mrr": mrr, "chance": 0.05}, "my_probe": {"top1": 0.4}})
+    rows, _, metrics = collect(sweep_dir)
+    assert scatter_axes(rows, metrics) == ("my_probe.top1", "my_ranking.mrr")
+    assert scatter_axes(rows, ["final_loss", "my_probe.top1"]) is None
+    assert ablate(sweep_dir, ("final_loss", "my_ranking.mrr"))["png"].is_file()
+    with pytest.raises(ConfigError, match="no member of .* reports 'linear_probe.top1'; metrics: final_loss, "):
+        ablate(sweep_dir, ("linear_probe.top1", "my_ranking.mrr"))
 
 
 def test_a_zip_label_names_members_and_sets_no_key(write, tiny_config, tmp_path):

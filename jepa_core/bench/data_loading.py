@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from jepa_core.bench.train_step import BATCH, SIZE, step_figures
 from jepa_core.schema import DataConfig

@@ -1,47 +1,25 @@
-"""Built-in datasets: procedural ``shapes`` (offline) and local torchvision datasets.
+"""Procedural datasets rendered on the fly (offline, any size, deterministic): ``shapes`` and ``motifs``.
 
-Nothing is ever downloaded: the torchvision datasets read files already under
-``root`` and a missing file raises :class:`MissingDataError` naming the exact
-path that must exist. Contract: ``jepa_core.registries.datasets``.
+Image i of a split is rendered from a generator seeded with a bijective mix of
+(seed, split, i): it never changes and costs no disk.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import attrs
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import CIFAR10, CIFAR100, STL10, ImageFolder
 
-from jepa_core import hookimpl
-from jepa_core.data import splitmix64
-from jepa_core.registries import validators as v
-from jepa_core.registries.datasets import SPLITS, MissingDataError
-
-
-@hookimpl
-def jepa_register_datasets(registry):
-    registry.register("shapes", Shapes)
-    registry.register("motifs", Motifs)
-    registry.register("imagefolder", ImageFolderData)
-    registry.register("cifar10", Cifar10)
-    registry.register("cifar100", Cifar100)
-    registry.register("stl10", Stl10)
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+from jepa_core.api import SPLITS, check_split, splitmix64
+from jepa_core.api import validators as v
 
 
 def _int_in(low: int, high: int):
     return attrs.validators.and_(attrs.validators.instance_of(int), v.in_range(low, high))
 
-
-# --------------------------------------------------------------------------- shapes
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "star", "crescent", "hexagon")
 PALETTE = {
@@ -116,16 +94,15 @@ class Shapes(torch.utils.data.Dataset):
         n_shapes: int = attrs.field(default=6, validator=_int_in(2, len(SHAPES)))
         n_colours: int = attrs.field(default=len(PALETTE), validator=_int_in(1, len(PALETTE)))
 
-    tasks = ("shape", "colour")
-
     def __init__(self, config: Config | None = None, split: str = "train"):
-        _check_split(split)
+        check_split(split)
         self.config = config or self.Config()
         self.split = split
         self.size = self.config.size
         self.length = self.config.train_size if split == "train" else self.config.val_size
         self.num_classes = self.config.n_shapes
-        self.class_names = {
+        #: task -> class names (the registries.datasets multi-task contract)
+        self.tasks = {
             "shape": list(SHAPES[: self.config.n_shapes]),
             "colour": list(PALETTE)[: self.config.n_colours],
         }
@@ -207,10 +184,6 @@ class Shapes(torch.utils.data.Dataset):
                 self._labels[t] = torch.tensor([p[t] for p in ps], dtype=torch.long)
         return self._labels[task]
 
-    @property
-    def label_names(self) -> dict[str, list[int]]:
-        """Per-index labels of every task (the ``jepa_core.registries.datasets`` multi-task contract)."""
-        return {t: self.labels(t).tolist() for t in self.tasks}
 
 
 @functools.lru_cache(maxsize=None)
@@ -244,11 +217,9 @@ class Motifs(Shapes):
             validator=attrs.validators.and_(v.interval(1, 6), attrs.validators.deep_iterable(attrs.validators.instance_of(int))),
         )
 
-    tasks = ("shape", "colour", "grid")
-
     def __init__(self, config: Config | None = None, split: str = "train"):
         super().__init__(config or self.Config(), split)
-        self.class_names["grid"] = list(range(self.config.grid[0], self.config.grid[1] + 1))
+        self.tasks["grid"] = list(range(self.config.grid[0], self.config.grid[1] + 1))
 
     def params(self, index: int) -> dict:
         cfg = self.config
@@ -288,127 +259,3 @@ class Motifs(Shapes):
         for copy in p["copies"]:
             img = self._draw(img, {**copy, "shape": p["shape"]})
         return img.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-
-
-# --------------------------------------------------------------------------- local files
-
-
-def _require_files(name: str, folder: str, files: list[str], what: str) -> None:
-    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
-    if missing:
-        raise MissingDataError(f"{name}: {folder} must hold {what}; missing: {', '.join(missing)}")
-
-
-@attrs.frozen
-class _RootConfig:
-    root: str = attrs.field(validator=attrs.validators.instance_of(str))
-    #: torchvision's md5 check of every file (off: only the files' presence is checked)
-    verify_md5: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
-
-
-class ImageFolderData(ImageFolder):
-    """ImageNet-layout class folders under root/train and root/val (torchvision ImageFolder).
-
-    Labels are the sorted class-folder names of the split, so train and val must
-    have the same class folders or labels would silently disagree.
-    """
-
-    @attrs.frozen
-    class Config:
-        root: str = attrs.field(validator=attrs.validators.instance_of(str))
-
-    def __init__(self, config: Config, split: str):
-        _check_split(split)
-        root = os.path.expanduser(config.root)
-        path = os.path.join(root, split)
-        layout = f"expected ImageNet layout {path}/<class>/<image>.JPEG"
-        if not os.path.isdir(path):
-            raise MissingDataError(f"imagefolder: directory {path} does not exist; {layout}")
-        try:
-            super().__init__(path)
-        except FileNotFoundError as exc:
-            raise MissingDataError(f"imagefolder: no usable images in {path} ({exc}); {layout}") from None
-        other = os.path.join(root, "val" if split == "train" else "train")
-        if os.path.isdir(other):
-            theirs = sorted(e.name for e in os.scandir(other) if e.is_dir())
-            if theirs != self.classes:
-                raise ValueError(f"imagefolder: {path} and {other} must have the same class folders")
-        self.num_classes = len(self.classes)
-
-
-class _LocalTorchvision:
-    """Mixin: check the files are there (MissingDataError), then load with download=False.
-
-    torchvision checks every file against the official md5; ``verify_md5: false``
-    skips that (only presence is checked), e.g. for re-packed or test files.
-    """
-
-    name: str
-    archive: str
-
-    def _required(self, split: str, verify: bool) -> list[str]:
-        raise NotImplementedError
-
-    def _check_integrity(self) -> bool:
-        return super()._check_integrity() if self._verify_md5 else True
-
-    def _open(self, config: _RootConfig, our_split: str, **kwargs) -> None:
-        _check_split(our_split)
-        root = os.path.expanduser(config.root)
-        folder = os.path.join(root, self.base_folder)
-        _require_files(
-            self.name, folder, self._required(our_split, config.verify_md5), f"the files extracted from {self.archive}"
-        )
-        self._verify_md5 = config.verify_md5
-        if not config.verify_md5 and hasattr(self, "meta"):
-            self.meta = {**self.meta, "md5": None}  # CIFAR checks its meta file separately
-        try:
-            super().__init__(root, download=False, **kwargs)
-        except RuntimeError:
-            raise MissingDataError(
-                f"{self.name}: files in {folder} do not match the official md5 checksums "
-                f"(corrupt or wrong version); re-extract {self.archive} there, or set verify_md5: false"
-            ) from None
-
-
-class Cifar10(_LocalTorchvision, CIFAR10):
-    """CIFAR-10 (32x32, 10 classes) from root/cifar-10-batches-py, python-version batches."""
-
-    Config = _RootConfig
-    name, archive = "cifar10", "cifar-10-python.tar.gz"
-
-    def _required(self, split, verify):
-        return [f for f, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-
-    def __init__(self, config: _RootConfig, split: str):
-        self._open(config, split, train=split == "train")
-        self.num_classes = len(self.classes)
-
-
-class Cifar100(_LocalTorchvision, CIFAR100):
-    """CIFAR-100 (32x32, 100 fine classes) from root/cifar-100-python, python-version files."""
-
-    Config = _RootConfig
-    name, archive = "cifar100", "cifar-100-python.tar.gz"
-    _required = Cifar10._required
-    __init__ = Cifar10.__init__
-
-
-class Stl10(_LocalTorchvision, STL10):
-    """STL-10 (96x96, 10 classes) from root/stl10_binary: train split, test split as val.
-
-    torchvision's md5 check covers unlabeled_X.bin (2.6 GB) too, so with
-    verify_md5 on that file must be present even though it is never read.
-    """
-
-    Config = _RootConfig
-    name, archive = "stl10", "stl10_binary.tar.gz"
-
-    def _required(self, split, verify):
-        if verify:
-            return [f for f, _ in self.train_list + self.test_list]
-        return ["train_X.bin", "train_y.bin"] if split == "train" else ["test_X.bin", "test_y.bin"]
-
-    def __init__(self, config: _RootConfig, split: str):
-        self._open(config, split, split="train" if split == "train" else "test")
-        self.num_classes = 10

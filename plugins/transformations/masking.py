@@ -34,9 +34,9 @@ import math
 import attrs
 import torch
 
-from jepa_core import hookimpl
-from jepa_core.registries.transformations import Masking, Masks
-from jepa_core.registries.validators import as_pair, interval, positive_int
+from jepa_core.api import hookimpl
+from jepa_core.api import Masking, Masks
+from jepa_core.api import validators as v
 
 #: vectorised re-draws of the context position for images left with < min_keep patches
 MAX_TRIES = 100
@@ -48,7 +48,7 @@ UPSTREAM_MODES = (False, "bounds", "exact")
 
 def _positive_interval(high: float):
     """A pair (a, b) with 0 < a <= b <= high: a zero scale or aspect makes an empty block."""
-    pair = interval(0.0, high)
+    pair = v.interval(0.0, high)
 
     def check(instance, attribute, value) -> None:
         pair(instance, attribute, value)
@@ -104,12 +104,12 @@ class MultiBlock(Masking):
     class Config:
         """Defaults are the official I-JEPA configuration (RECIPES.md)."""
 
-        n_targets: int = attrs.field(default=4, validator=positive_int)
-        target_scale: tuple = attrs.field(default=(0.15, 0.2), converter=as_pair, validator=_positive_interval(1.0))
-        target_aspect: tuple = attrs.field(default=(0.75, 1.5), converter=as_pair, validator=_positive_interval(math.inf))
-        context_scale: tuple = attrs.field(default=(0.85, 1.0), converter=as_pair, validator=_positive_interval(1.0))
-        context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=as_pair, validator=_positive_interval(math.inf))
-        min_keep: int = attrs.field(default=10, validator=positive_int)
+        n_targets: int = attrs.field(default=4, validator=v.positive_int)
+        target_scale: tuple = attrs.field(default=(0.15, 0.2), converter=v.as_pair, validator=_positive_interval(1.0))
+        target_aspect: tuple = attrs.field(default=(0.75, 1.5), converter=v.as_pair, validator=_positive_interval(math.inf))
+        context_scale: tuple = attrs.field(default=(0.85, 1.0), converter=v.as_pair, validator=_positive_interval(1.0))
+        context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=v.as_pair, validator=_positive_interval(math.inf))
+        min_keep: int = attrs.field(default=10, validator=v.positive_int)
         allow_overlap: bool = attrs.field(default=False, validator=_bool)
         #: false (faithful, fixed), "bounds" (only upstream's exclusive position bound) or
         #: "exact" (the official MaskCollator's distribution); see the module docstring

@@ -1,8 +1,7 @@
 """The generative baseline: MAE-style pixel targets (implementations; hooks in jepa_core.plugins.baselines).
 
-* predictor ``pixel_decoder``: the ``vit`` predictor (built through the
-  predictors registry, so its code is reused, not copied) with its output
-  projection replaced by ``Linear(width, patch_size * patch_size * 3)``: mask
+* predictor ``pixel_decoder``: the ``vit`` predictor (a subclass, so its code
+  is reused, not copied) with its output projection replaced by ``Linear(width, patch_size * patch_size * 3)``: mask
   tokens at the masked positions, a few transformer blocks, pixels out. With
   ``views.masking: random`` it is MAE's decoder (embed, mask tokens + fixed
   sin-cos positions, blocks, norm, linear prediction).
@@ -12,16 +11,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.registries.predictors import Predictor
-from jepa_core.registries.targets import Target
-from jepa_core.registries.validators import in_range, positive, positive_int
+from jepa_core.api import Target
+from jepa_core.api import validators as v
+from jepa_core.plugins.jepa.predictors import ViTPredictor
 
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -42,47 +39,25 @@ def normalise_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (patches - mean) / (var + eps) ** 0.5
 
 
-class PixelDecoder(Predictor):
+class PixelDecoder(ViTPredictor):
     """MAE-style pixel decoder: the ViT predictor with a patch_size*patch_size*3 pixel output per target token."""
 
     @attrs.frozen
-    class Config:
+    class Config(ViTPredictor.Config):
         """Defaults: MAE's ViT-B/16 decoder (8 blocks, width 512, 16 heads)."""
 
-        depth: int = attrs.field(default=8, validator=positive_int)
-        width: int = attrs.field(default=512, validator=positive_int)
-        heads: int = attrs.field(default=16, validator=positive_int)
-        mlp_ratio: float = attrs.field(default=4.0, validator=positive)
-        drop_path_rate: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+        depth: int = attrs.field(default=8, validator=v.positive_int)
+        width: int = attrs.field(default=512, validator=v.positive_int)
+        heads: int = attrs.field(default=16, validator=v.positive_int)
         #: pixels per patch side: must be the encoder's (the target 'pixels' checks it)
-        patch_size: int = attrs.field(default=16, validator=positive_int)
-
-    #: the predictors registry the ViT predictor comes from (bound at registration)
-    registry: ClassVar[Any] = None
+        patch_size: int = attrs.field(default=16, validator=v.positive_int)
 
     def __init__(self, config: Config, embed_dim: int, grid: tuple[int, int], conditioner):
-        super().__init__()
-        params = attrs.asdict(config)
-        patch_size = params.pop("patch_size")
-        vit = self.registry.create("vit", embed_dim, grid, conditioner, **params)
-        proj = getattr(vit, "proj", None)
-        if not isinstance(proj, nn.Linear):
-            raise ValueError("pixel_decoder: the registered 'vit' predictor has no Linear output 'proj' to replace")
-        self.patch_size = patch_size
-        self.out_dim = patch_size * patch_size * 3
-        vit.proj = nn.Linear(proj.in_features, self.out_dim)
-        nn.init.trunc_normal_(vit.proj.weight, std=0.02)
-        nn.init.zeros_(vit.proj.bias)
-        self.decoder = vit
-
-    def forward(self, context, context_idx, target_idx, action):
-        return self.decoder(context, context_idx, target_idx, action)
-
-
-def bind_pixel_decoder(registry) -> type:
-    """A :class:`PixelDecoder` class that builds its ViT from ``registry``."""
-    return type("PixelDecoder", (PixelDecoder,), {"registry": registry, "__doc__": PixelDecoder.__doc__,
-                                                  "__module__": __name__})
+        super().__init__(config, embed_dim, grid, conditioner)
+        self.out_dim = config.patch_size * config.patch_size * 3
+        self.proj = nn.Linear(config.width, self.out_dim)
+        nn.init.trunc_normal_(self.proj.weight, std=0.02)
+        nn.init.zeros_(self.proj.bias)
 
 
 class PixelTarget(Target):
@@ -92,15 +67,15 @@ class PixelTarget(Target):
     class Config:
         #: per-patch normalisation (MAE norm_pix_loss, used for its best results)
         normalize: bool = True
-        eps: float = attrs.field(default=1e-6, validator=positive)
+        eps: float = attrs.field(default=1e-6, validator=v.positive)
 
     def __init__(self, config: Config, encoder, predictor=None):
         super().__init__()
         self.config = config
         self.patch_size = encoder.patch_size
         expected = 3 * self.patch_size ** 2
-        out_dim = getattr(predictor, "out_dim", None)
-        if out_dim is not None and out_dim != expected:
+        out_dim = predictor.out_dim if isinstance(predictor, PixelDecoder) else expected
+        if out_dim != expected:
             raise ValueError(
                 f"target 'pixels' predicts {self.patch_size}x{self.patch_size}x3 = {expected} values per patch, but "
                 f"the predictor outputs {out_dim}; set predictor.patch_size: {self.patch_size} (the encoder's)")

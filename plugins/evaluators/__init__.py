@@ -26,11 +26,11 @@ needs an entry point.
 
 from __future__ import annotations
 
-from jepa_core import hookimpl
-from jepa_core.plugins.evaluators_equivariance import EquivarianceMRR, RetrievalGrid
-from jepa_core.plugins.evaluators_predictor import MultitaskPredictor, PredictorFinetune
-from jepa_core.plugins.evaluators_probes import KNN, AttentiveProbe, LinearProbe
-from jepa_core.plugins.evaluators_spectrum import Spectrum
+from jepa_core.api import hookimpl
+from jepa_core.plugins.evaluators.equivariance import EquivarianceMRR, RetrievalGrid
+from jepa_core.plugins.evaluators.predictor import MultitaskPredictor, PredictorFinetune
+from jepa_core.plugins.evaluators.probes import KNN, AttentiveProbe, LinearProbe
+from jepa_core.plugins.evaluators.spectrum import Spectrum
 
 EVALUATORS = {
     "linear_probe": LinearProbe,

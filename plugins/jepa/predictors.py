@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import partial
 
 import attrs
@@ -10,10 +9,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa_core import hookimpl
-from jepa_core.encoder import gather_tokens, sincos_2d
-from jepa_core.registries.predictors import Predictor
-from jepa_core.registries.validators import in_range, positive, positive_int
+from jepa_core.api import Predictor, gather_tokens, hookimpl, init_vit_weights, sincos_2d
+from jepa_core.api import validators as v
 
 
 class ViTPredictor(Predictor):
@@ -21,11 +18,11 @@ class ViTPredictor(Predictor):
 
     @attrs.frozen
     class Config:
-        depth: int = attrs.field(default=6, validator=positive_int)
-        width: int = attrs.field(default=384, validator=positive_int)
-        heads: int = attrs.field(default=12, validator=positive_int)
-        mlp_ratio: float = attrs.field(default=4.0, validator=positive)
-        drop_path_rate: float = attrs.field(default=0.0, validator=in_range(0.0, 1.0))
+        depth: int = attrs.field(default=6, validator=v.positive_int)
+        width: int = attrs.field(default=384, validator=v.positive_int)
+        heads: int = attrs.field(default=12, validator=v.positive_int)
+        mlp_ratio: float = attrs.field(default=4.0, validator=v.positive)
+        drop_path_rate: float = attrs.field(default=0.0, validator=v.in_range(0.0, 1.0))
 
         def __attrs_post_init__(self):
             if self.width % self.heads or self.width % 4:
@@ -49,18 +46,12 @@ class ViTPredictor(Predictor):
         ])
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.proj = nn.Linear(width, embed_dim)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for layer, block in enumerate(self.blocks, start=1):
-            block.attn.proj.weight.data.div_(math.sqrt(2.0 * layer))
-            block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer))
+        init_vit_weights(self, self.blocks)
+
+    @classmethod
+    def conditioning_width(cls, config: Config, embed_dim: int) -> int:
+        return config.width
 
     def forward(self, context, context_idx, target_idx, action):
         batch, blocks, n_target = target_idx.shape

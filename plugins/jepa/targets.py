@@ -8,10 +8,10 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core import hookimpl
-from jepa_core.encoder import gather_tokens
-from jepa_core.registries.targets import Target
-from jepa_core.registries.validators import as_pair, interval, one_of
+from jepa_core.api import hookimpl
+from jepa_core.api import gather_tokens
+from jepa_core.api import Target
+from jepa_core.api import validators as v
 
 
 class EMATarget(Target):
@@ -20,8 +20,8 @@ class EMATarget(Target):
     @attrs.frozen
     class Config:
         #: momentum goes linearly from the first to the second value over training
-        momentum: tuple = attrs.field(default=(0.996, 1.0), converter=as_pair, validator=interval(0.0, 1.0))
-        loss: str = attrs.field(default="smooth_l1", validator=one_of("smooth_l1", "l2"))
+        momentum: tuple = attrs.field(default=(0.996, 1.0), converter=v.as_pair, validator=v.interval(0.0, 1.0))
+        loss: str = attrs.field(default="smooth_l1", validator=v.one_of("smooth_l1", "l2"))
         layer_norm: bool = True
 
     def __init__(self, config: Config, encoder, predictor=None):

@@ -11,9 +11,9 @@ import attrs
 import torch
 from torch import nn
 
-from jepa_core import hookimpl
-from jepa_core.registries.conditioning import Conditioner
-from jepa_core.registries.validators import positive_int
+from jepa_core.api import hookimpl
+from jepa_core.api import Conditioner
+from jepa_core.api import validators as v
 
 
 class NoConditioning(Conditioner):
@@ -34,7 +34,7 @@ class SequenceConditioning(Conditioner):
     @attrs.frozen
     class Config:
         #: how many action tokens the learned linear projection produces
-        n_tokens: int = attrs.field(default=1, validator=positive_int)
+        n_tokens: int = attrs.field(default=1, validator=v.positive_int)
 
     def __init__(self, config: Config, action_dim: int, width: int):
         super().__init__(config, action_dim, width)
@@ -52,7 +52,7 @@ class FeatureConditioning(Conditioner):
     @attrs.frozen
     class Config:
         #: hidden width of the per-token MLP, as a multiple of the predictor width
-        hidden_mult: int = attrs.field(default=1, validator=positive_int)
+        hidden_mult: int = attrs.field(default=1, validator=v.positive_int)
 
     def __init__(self, config: Config, action_dim: int, width: int):
         super().__init__(config, action_dim, width)

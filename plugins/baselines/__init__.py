@@ -1,7 +1,8 @@
 """Baselines in the same engine: SimCLR, VICReg, MoCo v3 and an MAE-style pixel target.
 
-Registers (implementations in :mod:`jepa_core.plugins.contrastive` and :mod:`jepa_core.plugins.pixel`;
-only this module holds hooks, so only it needs an entry point):
+Registers (implementations beside this module: ``projector``, ``targets``, ``losses``,
+``collective`` and ``pixel``; ``augment`` in :mod:`jepa_core.plugins.transformations.augment`).
+Only this module holds hooks, so only it needs an entry point:
 
 =================  ================  ===============================================
 kind               name              what
@@ -15,21 +16,25 @@ targets            pixels            per-patch normalised pixels, MSE (MAE)
 transformations    augment           image ops as augmentations (no action)
 =================  ================  ===============================================
 
-The mask samplers they use, ``full`` and ``random``, are in plugins/masking.py.
+The mask samplers they use, ``full`` and ``random``, are in plugins/transformations/masking.py.
 Recipes: experiments/{simclr,vicreg,mocov3,pixel}.yaml; docs/baselines.md.
 """
 
 from __future__ import annotations
 
-from jepa_core import hookimpl
-from jepa_core.plugins.contrastive import InfoNCETarget, MoCoV3Target, Projector, VICRegTarget, bind_augment
-from jepa_core.plugins.pixel import PixelTarget, bind_pixel_decoder
+import functools
+
+from jepa_core.api import hookimpl
+from jepa_core.plugins.baselines.pixel import PixelDecoder, PixelTarget
+from jepa_core.plugins.baselines.projector import Projector
+from jepa_core.plugins.baselines.targets import InfoNCETarget, MoCoV3Target, VICRegTarget
+from jepa_core.plugins.transformations.augment import Augment
 
 
 @hookimpl
 def jepa_register_predictors(registry) -> None:
     registry.register("projector", Projector)
-    registry.register("pixel_decoder", bind_pixel_decoder(registry))
+    registry.register("pixel_decoder", PixelDecoder)
 
 
 @hookimpl
@@ -42,4 +47,4 @@ def jepa_register_targets(registry) -> None:
 
 @hookimpl
 def jepa_register_transformations(registry) -> None:
-    registry.register("augment", bind_augment(registry))
+    registry.register("augment", functools.partial(Augment, registry=registry))

@@ -13,34 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.plugins import evaluators_common as C
-from jepa_core.registries.evaluators import Evaluator
-from jepa_core.registries.validators import as_pair, non_negative, one_of, positive, positive_int
-
-
-def max_train_field():
-    """Train images the head is fitted on (deterministic subsample; null: all)."""
-    return attrs.field(default=1024, validator=C.optional_positive_int)
-
-
-def max_val_field():
-    """Val images accuracy is measured on (deterministic subsample; null: all)."""
-    return attrs.field(default=512, validator=C.optional_positive_int)
-
-
-def batch_size_field():
-    """Images per feature-extraction batch."""
-    return attrs.field(default=128, validator=positive_int)
-
-
-def task_field():
-    """Labelled task to classify (a dataset with several, e.g. shapes: shape, colour); null: the main label."""
-    return attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
-
-
-def workers_field():
-    """Loader workers (null: data.num_workers)."""
-    return attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
+from jepa_core.plugins.evaluators.features import encoder_of, features
+from jepa_core.plugins.evaluators.fields import batch_size_field, encoder_choice, max_train_field, max_val_field, task_field, workers_field
+from jepa_core.plugins.evaluators.heads import AttentiveClassifier, accuracy, fit, pick_heads, predict_batches, standardise
+from jepa_core.plugins.evaluators.seeding import generator, seeded
+from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
+from jepa_core.api import Evaluator
+from jepa_core.api import validators as v
 
 
 @attrs.frozen
@@ -48,7 +27,7 @@ class ProbeConfig:
     """The parameters every probe shares: which frozen encoder, which images, which labels."""
 
     #: which encoder is probed: I-JEPA evaluates the EMA target encoder
-    encoder: str = C.encoder_choice()
+    encoder: str = encoder_choice()
     max_train: int | None = max_train_field()
     max_val: int | None = max_val_field()
     batch_size: int = batch_size_field()
@@ -62,18 +41,18 @@ class _Probe(Evaluator):
 
     def _data(self, run, tokens: bool):
         cfg = self.config
-        encoder = C.encoder_of(run, cfg.encoder)
-        train = C.split(run, "train", cfg.max_train)
-        val = C.split(run, "val", cfg.max_val)
+        encoder = encoder_of(run, cfg.encoder)
+        train = split(run, "train", cfg.max_train)
+        val = split(run, "val", cfg.max_val)
         if cfg.task is not None:  # before any extraction: an unknown task fails at once
-            task_train, task_val = C.task_of(train, cfg.task), C.task_of(val, cfg.task)
-        xt, yt = C.features(run, encoder, train, tokens=tokens, batch_size=cfg.batch_size,
+            task_train, task_val = task_of(train, cfg.task), task_of(val, cfg.task)
+        xt, yt = features(run, encoder, train, tokens=tokens, batch_size=cfg.batch_size,
                             num_workers=cfg.num_workers)
-        xv, yv = C.features(run, encoder, val, tokens=tokens, batch_size=cfg.batch_size,
+        xv, yv = features(run, encoder, val, tokens=tokens, batch_size=cfg.batch_size,
                             num_workers=cfg.num_workers)
         if cfg.task is None:
-            return xt, yt, xv, yv, C.num_classes(train, yt, yv)
-        return xt, task_train, xv, task_val, C.task_classes(train.dataset, cfg.task, task_train, task_val)
+            return xt, yt, xv, yv, num_classes(train, yt, yv)
+        return xt, task_train, xv, task_val, task_classes(train.dataset, cfg.task, task_train, task_val)
 
 
 class LinearProbe(_Probe):
@@ -82,34 +61,34 @@ class LinearProbe(_Probe):
     @attrs.frozen
     class Config(ProbeConfig):
         #: lbfgs: full-batch L-BFGS (epochs = iterations); adam: mini-batch AdamW, cosine decay
-        optimizer: str = attrs.field(default="lbfgs", validator=one_of("lbfgs", "adam"))
-        epochs: int = attrs.field(default=100, validator=positive_int)
+        optimizer: str = attrs.field(default="lbfgs", validator=v.one_of("lbfgs", "adam"))
+        epochs: int = attrs.field(default=100, validator=v.positive_int)
         #: adam only (L-BFGS line-searches)
-        lr: float = attrs.field(default=1e-2, validator=positive)
-        weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
-        head_batch_size: int = attrs.field(default=256, validator=positive_int)
+        lr: float = attrs.field(default=1e-2, validator=v.positive)
+        weight_decay: float = attrs.field(default=1e-4, validator=v.non_negative)
+        head_batch_size: int = attrs.field(default=256, validator=v.positive_int)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         xt, yt, xv, yv, n_classes = self._data(run, tokens=False)
-        xt, xv = C.standardise(xt, xv)
+        xt, xv = standardise(xt, xv)
         device = run.device
         xt, yt, xv = xt.to(device), yt.to(device), xv.to(device)
-        with C.seeded(run, "linear_probe", "init"):
+        with seeded(run, "linear_probe", "init"):
             head = nn.Linear(xt.shape[1], n_classes).to(device)
             nn.init.trunc_normal_(head.weight, std=0.01)  # as MAE's linear probe: small, not nn.Linear's
             nn.init.zeros_(head.bias)
         if cfg.optimizer == "lbfgs":
             self._lbfgs(head, xt, yt)
         else:
-            g = C.generator(run, "linear_probe", "order")
-            C.fit([{"params": head.parameters(), "lr": cfg.lr}],
+            g = generator(run, "linear_probe", "order")
+            fit([{"params": head.parameters(), "lr": cfg.lr}],
                   lambda idx: F.cross_entropy(head(xt[idx.to(device)]), yt[idx.to(device)]),
                   len(xt), epochs=cfg.epochs, batch_size=cfg.head_batch_size, g=g,
                   weight_decay=cfg.weight_decay)
         with torch.no_grad():
             predicted = head(xv).argmax(dim=1)
-        return {"top1": C.accuracy(predicted, yv)}
+        return {"top1": accuracy(predicted, yv)}
 
     def _lbfgs(self, head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> None:
         cfg = self.config
@@ -130,30 +109,30 @@ class AttentiveProbe(_Probe):
 
     @attrs.frozen
     class Config(ProbeConfig):
-        epochs: int = attrs.field(default=10, validator=positive_int)
-        lr: float = attrs.field(default=1e-3, validator=positive)
-        weight_decay: float = attrs.field(default=0.05, validator=non_negative)
-        head_batch_size: int = attrs.field(default=128, validator=positive_int)
+        epochs: int = attrs.field(default=10, validator=v.positive_int)
+        lr: float = attrs.field(default=1e-3, validator=v.positive)
+        weight_decay: float = attrs.field(default=0.05, validator=v.non_negative)
+        head_batch_size: int = attrs.field(default=128, validator=v.positive_int)
         #: attention heads of the pooler (null: the encoder's, if they divide the width)
-        heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
+        heads: int | None = attrs.field(default=None, validator=attrs.validators.optional(v.positive_int))
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         xt, yt, xv, yv, n_classes = self._data(run, tokens=True)
         device = run.device
         dim = xt.shape[-1]
-        heads = C.pick_heads(dim, cfg.heads, getattr(C.encoder_of(run, cfg.encoder), "num_heads", 1))
-        with C.seeded(run, "attentive_probe", "init"):
-            model = C.AttentiveClassifier(dim, heads, [n_classes]).to(device)
-        g = C.generator(run, "attentive_probe", "order")
+        heads = pick_heads(dim, cfg.heads, encoder_of(run, cfg.encoder).num_heads)
+        with seeded(run, "attentive_probe", "init"):
+            model = AttentiveClassifier(dim, heads, [n_classes]).to(device)
+        g = generator(run, "attentive_probe", "order")
 
         def loss(idx):
             return F.cross_entropy(model(xt[idx].to(device))[0], yt[idx].to(device))
 
-        C.fit([{"params": model.parameters(), "lr": cfg.lr}], loss, len(xt), epochs=cfg.epochs,
+        fit([{"params": model.parameters(), "lr": cfg.lr}], loss, len(xt), epochs=cfg.epochs,
               batch_size=cfg.head_batch_size, g=g, weight_decay=cfg.weight_decay, train_modules=[model])
-        (predicted,) = C.predict_batches(lambda idx: model(xv[idx].to(device)), len(xv), cfg.head_batch_size)
-        return {"top1": C.accuracy(predicted, yv)}
+        (predicted,) = predict_batches(lambda idx: model(xv[idx].to(device)), len(xv), cfg.head_batch_size)
+        return {"top1": accuracy(predicted, yv)}
 
 
 class KNN(_Probe):
@@ -161,8 +140,8 @@ class KNN(_Probe):
 
     @attrs.frozen
     class Config(ProbeConfig):
-        k: tuple = attrs.field(default=(1, 5, 20), converter=as_pair, validator=C.int_list)
-        temperature: float = attrs.field(default=0.07, validator=positive)
+        k: tuple = attrs.field(default=(1, 5, 20), converter=v.as_pair, validator=v.positive_int_list)
+        temperature: float = attrs.field(default=0.07, validator=v.positive)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config

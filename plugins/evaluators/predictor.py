@@ -20,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.plugins import evaluators_common as C
-from jepa_core.plugins.evaluators_probes import batch_size_field, workers_field
-from jepa_core.registries.evaluators import Evaluator
-from jepa_core.registries.validators import as_pair, non_negative, positive, positive_int
+from jepa_core.plugins.evaluators.features import features, predict_all
+from jepa_core.plugins.evaluators.fields import batch_size_field, workers_field
+from jepa_core.plugins.evaluators.heads import AttentiveClassifier, accuracy, fit, pick_heads, predict_batches
+from jepa_core.plugins.evaluators.seeding import generator, seeded
+from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
+from jepa_core.api import Evaluator
+from jepa_core.api import validators as v
 
 
 def _tasks(instance, attribute, value) -> None:
@@ -31,19 +34,6 @@ def _tasks(instance, attribute, value) -> None:
         raise ValueError(f"'{attribute.name}' must be a non-empty list of task names, got {value!r}", attribute)
     if len(set(value)) != len(value):
         raise ValueError(f"'{attribute.name}' names a task twice: {list(value)!r}", attribute)
-
-
-def random_predictor(run) -> nn.Module:
-    """A freshly initialised predictor of the run's architecture (same config, same conditioning)."""
-    cfg = run.config
-    registries = run.experiment.registries
-    embed_dim = getattr(run.target_encoder, "embed_dim", run.experiment.encoder.embed_dim)
-    grid = getattr(run.target_encoder, "grid", run.experiment.encoder.grid)
-    predictor_config = registries.predictors.config(cfg.predictor.name, **cfg.predictor.params)
-    width = getattr(predictor_config, "width", embed_dim)
-    conditioner = registries.conditioning.create(cfg.conditioning.name, run.views.action_dim, width,
-                                                 **cfg.conditioning.params)
-    return registries.predictors.create(cfg.predictor.name, embed_dim, grid, conditioner, **cfg.predictor.params)
 
 
 class _PredictorTuning(Evaluator):
@@ -54,11 +44,11 @@ class _PredictorTuning(Evaluator):
 
     def _tokens(self, run):
         cfg = self.config
-        train = C.split(run, "train", cfg.max_train)
-        val = C.split(run, "val", cfg.max_val)
-        xt, yt = C.features(run, run.target_encoder, train, tokens=True, batch_size=cfg.batch_size,
+        train = split(run, "train", cfg.max_train)
+        val = split(run, "val", cfg.max_val)
+        xt, yt = features(run, run.target_encoder, train, tokens=True, batch_size=cfg.batch_size,
                             num_workers=cfg.num_workers)
-        xv, yv = C.features(run, run.target_encoder, val, tokens=True, batch_size=cfg.batch_size,
+        xv, yv = features(run, run.target_encoder, val, tokens=True, batch_size=cfg.batch_size,
                             num_workers=cfg.num_workers)
         return train, val, xt, yt, xv, yv
 
@@ -70,22 +60,22 @@ class _PredictorTuning(Evaluator):
         predictor = predictor.to(device)
         predictor.requires_grad_(True)
         dim = xt.shape[-1]
-        heads = C.pick_heads(dim, cfg.heads, getattr(run.target_encoder, "num_heads", 1))
-        with C.seeded(run, name, "head"):
-            model = C.AttentiveClassifier(dim, heads, classes).to(device)
+        heads = pick_heads(dim, cfg.heads, run.target_encoder.num_heads)
+        with seeded(run, name, "head"):
+            model = AttentiveClassifier(dim, heads, classes).to(device)
         labels = [y.to(device) for y in train_labels]
-        g = C.generator(run, name, "order")  # same sample order for every predictor of one evaluator
+        g = generator(run, name, "order")  # same sample order for every predictor of one evaluator
 
         def loss(idx):
-            logits = model(C.predict_all(run, predictor, xt[idx].to(device)))
+            logits = model(predict_all(run, predictor, xt[idx].to(device)))
             idx = idx.to(device)
             return torch.stack([F.cross_entropy(lg, y[idx]) for lg, y in zip(logits, labels)]).mean()
 
         groups = [{"params": model.parameters(), "lr": cfg.lr},
                   {"params": predictor.parameters(), "lr": predictor_lr}]
-        C.fit(groups, loss, len(xt), epochs=cfg.epochs, batch_size=cfg.head_batch_size, g=g,
+        fit(groups, loss, len(xt), epochs=cfg.epochs, batch_size=cfg.head_batch_size, g=g,
               weight_decay=cfg.weight_decay, train_modules=[model, predictor])
-        return C.predict_batches(lambda idx: model(C.predict_all(run, predictor, xv[idx].to(device))),
+        return predict_batches(lambda idx: model(predict_all(run, predictor, xv[idx].to(device))),
                                  len(xv), cfg.head_batch_size)
 
 
@@ -93,18 +83,18 @@ class _PredictorTuning(Evaluator):
 class TuningConfig:
     """The parameters predictor tuning shares: which images, and how the head and predictor learn."""
 
-    max_train: int | None = attrs.field(default=512, validator=C.optional_positive_int)
-    max_val: int | None = attrs.field(default=256, validator=C.optional_positive_int)
+    max_train: int | None = attrs.field(default=512, validator=attrs.validators.optional(v.positive_int))
+    max_val: int | None = attrs.field(default=256, validator=attrs.validators.optional(v.positive_int))
     batch_size: int = batch_size_field()
     num_workers: int | None = workers_field()
-    epochs: int = attrs.field(default=10, validator=positive_int)
+    epochs: int = attrs.field(default=10, validator=v.positive_int)
     #: learning rate of the head (and of a random predictor)
-    lr: float = attrs.field(default=3e-3, validator=positive)
+    lr: float = attrs.field(default=3e-3, validator=v.positive)
     #: the pretrained predictor learns at lr * predictor_lr_scale (IWM: 1/10)
-    predictor_lr_scale: float = attrs.field(default=0.1, validator=non_negative)
-    weight_decay: float = attrs.field(default=0.05, validator=non_negative)
-    head_batch_size: int = attrs.field(default=32, validator=positive_int)
-    heads: int | None = attrs.field(default=None, validator=C.optional_positive_int)
+    predictor_lr_scale: float = attrs.field(default=0.1, validator=v.non_negative)
+    weight_decay: float = attrs.field(default=0.05, validator=v.non_negative)
+    head_batch_size: int = attrs.field(default=32, validator=v.positive_int)
+    heads: int | None = attrs.field(default=None, validator=attrs.validators.optional(v.positive_int))
 
 
 class PredictorFinetune(_PredictorTuning):
@@ -118,16 +108,16 @@ class PredictorFinetune(_PredictorTuning):
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         train, val, xt, yt, xv, yv = self._tokens(run)
-        classes = [C.num_classes(train, yt, yv)]
+        classes = [num_classes(train, yt, yv)]
         pretrained = copy.deepcopy(run.predictor)
         (predicted,) = self._tune(run, "predictor_finetune", pretrained, cfg.lr * cfg.predictor_lr_scale,
                                   xt, xv, [yt], classes)
-        out = {"top1": C.accuracy(predicted, yv)}
+        out = {"top1": accuracy(predicted, yv)}
         if cfg.random_baseline:
-            with C.seeded(run, "predictor_finetune", "random_predictor"):
-                fresh = random_predictor(run)
+            with seeded(run, "predictor_finetune", "random_predictor"):
+                fresh = run.new_predictor()
             (predicted,) = self._tune(run, "predictor_finetune", fresh, cfg.lr, xt, xv, [yt], classes)
-            out["top1_random_predictor"] = C.accuracy(predicted, yv)
+            out["top1_random_predictor"] = accuracy(predicted, yv)
             out["gain"] = out["top1"] - out["top1_random_predictor"]
         return out
 
@@ -138,21 +128,21 @@ class MultitaskPredictor(_PredictorTuning):
     @attrs.frozen
     class Config(TuningConfig):
         #: labelled tasks of the dataset (``labels(task)`` or ``label_names``), e.g. shapes: shape, colour
-        tasks: tuple = attrs.field(default=("shape", "colour"), converter=as_pair, validator=_tasks)
+        tasks: tuple = attrs.field(default=("shape", "colour"), converter=v.as_pair, validator=_tasks)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
-        train = C.split(run, "train", cfg.max_train)
-        val = C.split(run, "val", cfg.max_val)
+        train = split(run, "train", cfg.max_train)
+        val = split(run, "val", cfg.max_val)
         try:  # before any extraction: a dataset without the tasks fails at once
-            train_labels = [C.task_of(train, t) for t in cfg.tasks]
-            val_labels = [C.task_of(val, t) for t in cfg.tasks]
+            train_labels = [task_of(train, t) for t in cfg.tasks]
+            val_labels = [task_of(val, t) for t in cfg.tasks]
         except ValueError as exc:
             raise ValueError(f"multitask_predictor: {exc} (set the evaluator's 'tasks')") from None
         _, _, xt, _, xv, _ = self._tokens(run)
-        classes = [C.task_classes(train.dataset, t, yt, yv) for t, yt, yv in zip(cfg.tasks, train_labels, val_labels)]
+        classes = [task_classes(train.dataset, t, yt, yv) for t, yt, yv in zip(cfg.tasks, train_labels, val_labels)]
         predictions = self._tune(run, "multitask_predictor", copy.deepcopy(run.predictor),
                                  cfg.lr * cfg.predictor_lr_scale, xt, xv, train_labels, classes)
-        out = {f"top1_{t}": C.accuracy(p, y) for t, p, y in zip(cfg.tasks, predictions, val_labels)}
+        out = {f"top1_{t}": accuracy(p, y) for t, p, y in zip(cfg.tasks, predictions, val_labels)}
         out["top1_mean"] = sum(out.values()) / len(cfg.tasks)
         return out

@@ -16,9 +16,9 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core import hookimpl
-from jepa_core.registries import validators as v
-from jepa_core.registries.transformations import Params, Transformation
+from jepa_core.api import hookimpl
+from jepa_core.api import validators as v
+from jepa_core.api import Params, Transformation
 
 _TRIES = 10  # torchvision's RandomResizedCrop.get_params
 

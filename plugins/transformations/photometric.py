@@ -5,7 +5,7 @@ which applies the four in a random order) and the destructive ops
 (``grayscale``, ``gaussian_blur``, ``solarize``). Every op matches
 ``torchvision.transforms.v2.functional`` image by image (tests/test_photometric.py)
 but runs on a whole batch with per-sample parameters, on any device, and only
-computes the samples that drew it. Kernels live in :mod:`jepa_core.plugins.photometric_ops`.
+computes the samples that drew it. Kernels live in :mod:`jepa_core.plugins.transformations.photometric_ops`.
 
 Parameters are sampled on the CPU from the caller's generator so a run's views
 do not depend on the device; ``apply`` moves what it needs to the images.
@@ -16,10 +16,10 @@ from __future__ import annotations
 import attrs
 import torch
 
-from jepa_core import hookimpl
-from jepa_core.plugins import photometric_ops as ops
-from jepa_core.registries import validators as v
-from jepa_core.registries.transformations import Params, Transformation
+from jepa_core.api import hookimpl
+from jepa_core.plugins.transformations import photometric_ops as ops
+from jepa_core.api import validators as v
+from jepa_core.api import Params, Transformation
 
 
 def _uniform(batch_size: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

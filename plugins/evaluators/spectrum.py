@@ -48,12 +48,14 @@ from typing import Any
 import attrs
 import torch
 
-from jepa_core import checkpoint
-from jepa_core.views import normalize
-from jepa_core.plugins import evaluators_common as C
-from jepa_core.plugins.evaluators_equivariance import EquivarianceMRR, RankingConfig
-from jepa_core.registries.evaluators import Evaluator
-from jepa_core.registries.validators import as_pair, positive, positive_int
+from jepa_core.api import atomic_write
+from jepa_core.api import normalize
+from jepa_core.plugins.evaluators.features import eval_mode
+from jepa_core.plugins.evaluators.seeding import generator
+from jepa_core.plugins.evaluators.subsets import loader, split, to_pixels
+from jepa_core.plugins.evaluators.equivariance import EquivarianceMRR, RankingConfig
+from jepa_core.api import Evaluator
+from jepa_core.api import validators as v
 
 #: fraction of the train subset held out to choose lambda
 VALIDATION_FRACTION = 0.2
@@ -63,7 +65,7 @@ def positive_list(instance: Any, attribute: Any, value: Any) -> None:
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"'{attribute.name}' must be a non-empty list of numbers > 0, got {value!r}", attribute)
     for item in value:
-        positive(instance, attribute, item)
+        v.positive(instance, attribute, item)
 
 
 def action_ops(views) -> list[tuple[str, Any]]:
@@ -129,12 +131,12 @@ class Spectrum(Evaluator):
     @attrs.frozen
     class Config(RankingConfig):
         #: train images the ridge is fitted on (deterministic subset of the train split)
-        n_train: int = attrs.field(default=512, validator=positive_int)
+        n_train: int = attrs.field(default=512, validator=v.positive_int)
         #: held-out val images R^2 is reported on
-        n_val: int = attrs.field(default=256, validator=positive_int)
+        n_val: int = attrs.field(default=256, validator=v.positive_int)
         #: ridge lambdas (on standardised features, against the mean squared error), chosen on a
         #: validation fold of the train images; one value: fixed
-        ridge: tuple = attrs.field(default=(1e-3, 1e-2, 1e-1, 1.0, 10.0), converter=as_pair,
+        ridge: tuple = attrs.field(default=(1e-3, 1e-2, 1e-1, 1.0, 10.0), converter=v.as_pair,
                                    validator=positive_list)
         #: output PNG, absolute or relative to the run directory
         path: str = attrs.field(default="spectrum.png", validator=attrs.validators.instance_of(str))
@@ -147,26 +149,26 @@ class Spectrum(Evaluator):
         ranking = {f.name: getattr(self.config, f.name) for f in attrs.fields(RankingConfig)}
         return EquivarianceMRR(EquivarianceMRR.Config(**ranking, per_transformation=True)).evaluate(run)
 
-    def _images(self, run, split: str, n: int) -> torch.Tensor:
+    def _images(self, run, which: str, n: int) -> torch.Tensor:
         cfg = self.config
-        data = C.split(run, split, n)
-        return torch.cat([b["image"] for b in C.loader(run, data, cfg.batch_size, cfg.num_workers)])
+        data = split(run, which, n)
+        return torch.cat([b["image"] for b in loader(run, data, cfg.batch_size, cfg.num_workers)])
 
     @torch.no_grad()
     def _pooled(self, run, images: torch.Tensor, op, params: dict) -> torch.Tensor:
         """(n, D) average-pooled target-encoder tokens of ``op(images, params)``, on the CPU."""
         bs, out = self.config.batch_size, []
-        with C.eval_mode(run.target_encoder):
+        with eval_mode(run.target_encoder):
             for start in range(0, images.shape[0], bs):
-                pixels = C.to_pixels(images[start:start + bs], run.device)
+                pixels = to_pixels(images[start:start + bs], run.device)
                 sl = slice(start, start + bs)
                 transformed = op.apply(pixels, {k: v[sl] for k, v in params.items()})
                 out.append(run.target_encoder(normalize(transformed)).float().mean(dim=1).cpu())
         return torch.cat(out)
 
-    def _samples(self, run, images: torch.Tensor, name: str, op, split: str):
+    def _samples(self, run, images: torch.Tensor, name: str, op, which: str):
         n = images.shape[0]
-        params = op.sample(n, C.generator(run, self.name, "r2", name, split))
+        params = op.sample(n, generator(run, self.name, "r2", name, which))
         target = op.encode(op.null_params(n), params).float().reshape(n, -1).cpu()
         return self._pooled(run, images, op, params), target
 
@@ -179,7 +181,7 @@ class Spectrum(Evaluator):
         for name, op in ops:
             train_x, train_y = self._samples(run, train, name, op, "train")
             val_x, val_y = self._samples(run, val, name, op, "val")
-            r2, _ = ridge_r2(train_x, train_y, val_x, val_y, cfg.ridge, C.generator(run, self.name, "fold", name))
+            r2, _ = ridge_r2(train_x, train_y, val_x, val_y, cfg.ridge, generator(run, self.name, "fold", name))
             out[f"mrr_{name}"] = mrr[f"mrr_{name}"]
             out[f"r2_{name}"] = r2
         path = self._path(run)
@@ -224,7 +226,7 @@ def draw(metrics: dict[str, float], ops: list[str], path: Path, bank_size: int) 
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 __all__ = ["Spectrum", "Ridge", "action_ops", "draw", "r2_score", "ridge_r2"]

@@ -46,11 +46,13 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core import checkpoint
-from jepa_core.views import normalize
-from jepa_core.plugins import evaluators_common as C
-from jepa_core.registries.evaluators import Evaluator
-from jepa_core.registries.validators import one_of, positive_int
+from jepa_core.api import atomic_write
+from jepa_core.api import normalize
+from jepa_core.plugins.evaluators.features import encoder_of, eval_mode, predict_all
+from jepa_core.plugins.evaluators.seeding import generator
+from jepa_core.plugins.evaluators.subsets import loader, split, to_pixels
+from jepa_core.api import Evaluator
+from jepa_core.api import validators as v
 
 
 def chance_mrr(bank_size: int) -> float:
@@ -107,8 +109,8 @@ class _WorldModelEval(Evaluator):
     def _images(self, run) -> torch.Tensor:
         """uint8 (n, 3, S, S) centre crops of ``n_images`` val images (deterministic subset)."""
         cfg = self.config
-        data = C.split(run, "val", cfg.n_images)
-        return torch.cat([b["image"] for b in C.loader(run, data, cfg.batch_size, cfg.num_workers)])
+        data = split(run, "val", cfg.n_images)
+        return torch.cat([b["image"] for b in loader(run, data, cfg.batch_size, cfg.num_workers)])
 
     def _check(self, run) -> None:
         if not run.views.target:
@@ -132,13 +134,13 @@ class _WorldModelEval(Evaluator):
         actions = views.encode(_repeat(src, bank), tgt, n * bank).view(n, bank, -1)
         pixels = pixels.to(device)
         x = views.apply(views.source, pixels, src)
-        context_encoder = C.encoder_of(run, cfg.context_encoder)
+        context_encoder = encoder_of(run, cfg.context_encoder)
         results, kept = [], []
-        with C.eval_mode(run.target_encoder, context_encoder, run.predictor):
+        with eval_mode(run.target_encoder, context_encoder, run.predictor):
             for start in range(0, n, cfg.batch_size):
                 z_x = context_encoder(normalize(x[start:start + cfg.batch_size])).float()
                 true_actions = actions[start:start + cfg.batch_size, 0].to(device)
-                predictions = C.predict_all(run, run.predictor, z_x, true_actions).float()
+                predictions = predict_all(run, run.predictor, z_x, true_actions).float()
                 for i, prediction in enumerate(predictions, start=start):
                     clean = pixels[i:i + 1].expand(bank, -1, -1, -1).contiguous()
                     y = views.apply(views.target, clean, _slice(tgt, slice(i * bank, (i + 1) * bank)))
@@ -177,19 +179,19 @@ class RankingConfig:
     """What both world-model evaluators share: which images, which bank, how latents are compared."""
 
     #: val images ranked (deterministic subset; retrieval_grid uses at least its n_rows)
-    n_images: int = attrs.field(default=32, validator=positive_int)
+    n_images: int = attrs.field(default=32, validator=v.positive_int)
     #: transformed targets per image, the true one included (IWM: 256)
-    bank_size: int = attrs.field(default=256, validator=positive_int)
+    bank_size: int = attrs.field(default=256, validator=v.positive_int)
     #: l2: squared L2 distance; cosine: 1 - cosine similarity
-    distance: str = attrs.field(default="l2", validator=one_of("l2", "cosine"))
+    distance: str = attrs.field(default="l2", validator=v.one_of("l2", "cosine"))
     #: flatten: every token; mean: mean-pooled tokens
-    pool: str = attrs.field(default="flatten", validator=one_of("flatten", "mean"))
+    pool: str = attrs.field(default="flatten", validator=v.one_of("flatten", "mean"))
     #: sampled: x gets the source pipeline's ops (as in training); clean: x is the crop itself
-    source: str = attrs.field(default="sampled", validator=one_of("sampled", "clean"))
+    source: str = attrs.field(default="sampled", validator=v.one_of("sampled", "clean"))
     #: encoder giving the predictor's context (the target latents always come from the target encoder)
-    context_encoder: str = attrs.field(default="target", validator=one_of("online", "target"))
-    batch_size: int = attrs.field(default=256, validator=positive_int)
-    num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(C.non_negative_int))
+    context_encoder: str = attrs.field(default="target", validator=v.one_of("online", "target"))
+    batch_size: int = attrs.field(default=256, validator=v.positive_int)
+    num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(v.non_negative_int))
 
 
 class EquivarianceMRR(_WorldModelEval):
@@ -205,8 +207,8 @@ class EquivarianceMRR(_WorldModelEval):
     def evaluate(self, run) -> dict[str, float]:
         self._check(run)
         cfg = self.config
-        pixels = C.to_pixels(self._images(run), torch.device("cpu"))
-        g = C.generator(run, self.name, "params")
+        pixels = to_pixels(self._images(run), torch.device("cpu"))
+        g = generator(run, self.name, "params")
         ranked, _, _ = self._rank(run, pixels, g)
         rr = torch.tensor([r.reciprocal_rank for r in ranked], dtype=torch.float64)
         # the standard error says how far from chance an action-blind predictor may land by luck
@@ -214,7 +216,7 @@ class EquivarianceMRR(_WorldModelEval):
         out = {"mrr": float(rr.mean()), "mrr_stderr": stderr, "chance": chance_mrr(cfg.bank_size)}
         if cfg.per_transformation:
             for name, _ in run.views.target:
-                ranked, _, _ = self._rank(run, pixels, C.generator(run, self.name, "params", name), only=name)
+                ranked, _, _ = self._rank(run, pixels, generator(run, self.name, "params", name), only=name)
                 out[f"mrr_{name}"] = sum(r.reciprocal_rank for r in ranked) / len(ranked)
         return out
 
@@ -233,21 +235,21 @@ class RetrievalGrid(_WorldModelEval):
         #: output PNG, absolute or relative to the run directory
         path: str = attrs.field(default="retrieval.png", validator=attrs.validators.instance_of(str))
         #: rows drawn (the first images of the subset)
-        n_rows: int = attrs.field(default=4, validator=positive_int)
+        n_rows: int = attrs.field(default=4, validator=v.positive_int)
         #: nearest neighbours drawn per row
-        k: int = attrs.field(default=5, validator=positive_int)
+        k: int = attrs.field(default=5, validator=v.positive_int)
 
     def _images(self, run) -> torch.Tensor:
         cfg = self.config
-        data = C.split(run, "val", max(cfg.n_images, cfg.n_rows))
-        return torch.cat([b["image"] for b in C.loader(run, data, cfg.batch_size, cfg.num_workers)])
+        data = split(run, "val", max(cfg.n_images, cfg.n_rows))
+        return torch.cat([b["image"] for b in loader(run, data, cfg.batch_size, cfg.num_workers)])
 
     def evaluate(self, run) -> dict[str, float]:
         self._check(run)
         cfg = self.config
-        pixels = C.to_pixels(self._images(run), torch.device("cpu"))
+        pixels = to_pixels(self._images(run), torch.device("cpu"))
         rows = min(cfg.n_rows, len(pixels))
-        ranked, sources, banks = self._rank(run, pixels, C.generator(run, self.name, "params"), keep=rows)
+        ranked, sources, banks = self._rank(run, pixels, generator(run, self.name, "params"), keep=rows)
         self._draw(run, sources[:rows], banks, ranked[:rows])
         return {"top1_retrieval": sum(r.top1 for r in ranked) / len(ranked)}
 
@@ -283,7 +285,7 @@ class RetrievalGrid(_WorldModelEval):
             path = run.run_dir / path
         buffer = io.BytesIO()
         fig.savefig(buffer, dpi=100, format="png")
-        checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 __all__ = ["EquivarianceMRR", "RetrievalGrid", "chance_mrr", "expected_reciprocal_rank"]
