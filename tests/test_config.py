@@ -1,6 +1,8 @@
 """Config: strict YAML with base inheritance, --set overrides and one-line errors."""
 
 import pytest
+import yaml
+from PIL import Image
 
 from jepa_core.config import ConfigError, dump_yaml, load_config
 from jepa_core.launch import main as launch
@@ -78,3 +80,42 @@ def test_dry_run_builds_everything_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "patch grid: 16x16" in printed
     assert not out.exists()
+
+
+def _image_folder(root):
+    """root/{train,val}/{a,b}/*.png: 16 small images per split."""
+    for split in ("train", "val"):
+        for c, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True)
+            for k in range(8):
+                Image.new("RGB", (40, 36), (120 * c, 20 * k, 90)).save(root / split / name / f"{k}.png")
+    return root
+
+
+def test_a_derived_yaml_switching_the_dataset_drops_the_old_datasets_params(write, tiny_config, tmp_path, capsys):
+    root = _image_folder(tmp_path / "images")
+    derived = write("mine.yaml", f"""
+        base: {tiny_config}
+        data:
+          dataset: {{name: imagefolder, root: {root}}}
+    """)
+    run_dir = tmp_path / "run"
+    assert launch([str(derived), "--output", str(run_dir), "--set", "train.steps=2"]) == 0, capsys.readouterr().err
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["data"]["dataset"] == {"name": "imagefolder", "root": str(root)}  # no shapes size/train_size
+    assert resolved["data"]["image_size"] == 48  # the rest of the base still merges
+
+
+@pytest.mark.parametrize("sets", [
+    ["data.dataset.name=imagefolder", "data.dataset.root=/x"],
+    ["data.dataset.root=/x", "data.dataset.name=imagefolder"],
+])
+def test_set_renaming_a_component_keeps_only_params_set_beside_it(tiny_config, sets):
+    cfg = load_config(tiny_config, sets).config
+    assert (cfg.data.dataset.name, cfg.data.dataset.params) == ("imagefolder", {"root": "/x"})
+
+
+def test_params_still_merge_when_the_component_keeps_its_name(tiny_config):
+    cfg = load_config(tiny_config, ["data.dataset.size=32", "views.masking.name=multiblock"]).config
+    assert cfg.data.dataset.params == {"size": 32, "train_size": 256, "val_size": 64}
+    assert cfg.views.masking.params == {"min_keep": 4}
