@@ -297,7 +297,21 @@ def resolve(data: dict[str, Any], origins: dict[str, str], path: str | Path,
     config = _structure_attrs(ExperimentConfig, merged, "", _Ctx(origins, str(path)))
     config.plugins = [_absolute_plugin(spec, origin_of(origins, f"plugins.{i}", str(path)))
                       for i, spec in enumerate(config.plugins)]
-    return LoadedConfig(config, path, origins)
+    loaded = LoadedConfig(config, path, origins)
+    _check_patch_grid(loaded)
+    return loaded
+
+
+def _check_patch_grid(loaded: LoadedConfig) -> None:
+    """The patch embedding would silently crop an image side its patches do not tile."""
+    size, encoder = loaded.config.data.image_size, loaded.config.encoder
+    patch = encoder.patch
+    if patch and size % patch:
+        below = size // patch * patch
+        valid = f"{below} or {below + patch}" if below else str(patch)
+        source = "encoder.patch_size" if encoder.patch_size else f"encoder.name {encoder.name}"
+        raise loaded.error("data.image_size", f"{size} is not a multiple of the encoder's patch size {patch} "
+                                              f"({source}); use a multiple such as {valid}")
 
 
 def _absolute_plugin(spec: str, origin: str) -> str:

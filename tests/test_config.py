@@ -45,6 +45,11 @@ def test_base_inheritance_and_typed_overrides(write):
     ("name: x\n", ["train.steps=0"], "--set train.steps: train.steps: 'steps' must be an integer >= 1"),
     ("encoder: {name: vit_tiny_patch16_22}\n", [], "encoder.name: unknown timm Vision Transformer"),
     ("plugins: [nowhere.py]\n", [], "bad.yaml: plugins.0: plugin file"),
+    ("data: {image_size: 50}\nencoder: {patch_size: 8}\n", [],
+     "bad.yaml: data.image_size: 50 is not a multiple of the encoder's patch size 8 (encoder.patch_size); "
+     "use a multiple such as 48 or 56"),
+    ("name: x\n", ["data.image_size=230"], "--set data.image_size: data.image_size: 230 is not a multiple of "
+     "the encoder's patch size 16 (encoder.name vit_tiny_patch16_224)"),
 ])
 def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
     bad = write("bad.yaml", text)
