@@ -1,8 +1,9 @@
 """YAML -> :class:`jepa_core.schema.ExperimentConfig`, strictly.
 
 ``base: other.yaml`` (relative to the file) inherits; mappings merge key by
-key and lists are replaced whole. ``--set a.b.c=value`` overrides with a
-YAML-typed value (``views.source.0.p=0.5`` indexes lists). Every error is a
+key and lists are replaced whole, except that a component given a new name
+starts afresh (:func:`drop_renamed_params`). ``--set a.b.c=value`` overrides
+with a YAML-typed value (``views.source.0.p=0.5`` indexes lists). Every error is a
 :class:`ConfigError` naming the file the key came from, the dotted key and
 what would be valid.
 """
@@ -13,7 +14,7 @@ import copy
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import yaml
@@ -110,7 +111,36 @@ def load_raw(path: str | Path, origins: dict[str, str], _chain: tuple[Path, ...]
             raise ConfigError(f"{path}: base: must be a path to a YAML file, got {base!r}")
         merged = load_raw(path.parent / base, origins, _chain + (resolved,))
     _record(origins, data, "", str(path))
-    return merge(merged, data)
+    out = merge(merged, data)
+    drop_renamed_params(merged, out, origins, lambda origin: origin == str(path))
+    return out
+
+
+def drop_renamed_params(before: Any, after: Any, origins: dict[str, str], fresh: Callable[[str], bool],
+                        tp: Any = ExperimentConfig, key: str = "") -> None:
+    """Where ``after`` renames a component of ``before``, keep only the params from ``fresh`` origins.
+
+    Params belong to the component they were written for: merged into another one
+    they are errors (``shapes``' ``size`` for ``imagefolder``) or silently change it.
+    Components are the schema's :class:`Component` fields, so ``name`` elsewhere
+    (the experiment's, the timm encoder's) merges as before.
+    """
+    if tp is Component:
+        old = before.get("name") if isinstance(before, dict) else before
+        if isinstance(after, dict) and old is not None and after.get("name") != old:
+            for param in [k for k in after if k != "name" and not fresh(origin_of(origins, f"{key}.{k}", ""))]:
+                del after[param]
+    elif attrs.has(tp) and isinstance(after, dict):
+        hints = typing.get_type_hints(tp, vars(schema))
+        for name, value in after.items():
+            if name in hints:
+                old = before.get(name) if isinstance(before, dict) else None
+                drop_renamed_params(old, value, origins, fresh, hints[name], f"{key}.{name}" if key else name)
+    elif typing.get_origin(tp) is list and isinstance(after, list):
+        olds = before if isinstance(before, list) else []
+        for i, value in enumerate(after):
+            old = olds[i] if i < len(olds) else None
+            drop_renamed_params(old, value, origins, fresh, typing.get_args(tp)[0], f"{key}.{i}")
 
 
 def apply_override(data: dict[str, Any], assignment: str, origins: dict[str, str]) -> None:
@@ -258,14 +288,30 @@ def resolve(data: dict[str, Any], origins: dict[str, str], path: str | Path,
             overrides: list[str] = ()) -> LoadedConfig:
     """Apply ``overrides`` to merged YAML ``data`` and validate it."""
     path = Path(path)
-    data = copy.deepcopy(data)
+    merged = copy.deepcopy(data)
     origins = dict(origins)
     for assignment in overrides:
-        apply_override(data, assignment, origins)
-    config = _structure_attrs(ExperimentConfig, data, "", _Ctx(origins, str(path)))
+        apply_override(merged, assignment, origins)
+    # all --sets are one layer: a param set beside a new name is kept in either order
+    drop_renamed_params(data, merged, origins, lambda origin: origin.startswith(SET_ORIGIN))
+    config = _structure_attrs(ExperimentConfig, merged, "", _Ctx(origins, str(path)))
     config.plugins = [_absolute_plugin(spec, origin_of(origins, f"plugins.{i}", str(path)))
                       for i, spec in enumerate(config.plugins)]
-    return LoadedConfig(config, path, origins)
+    loaded = LoadedConfig(config, path, origins)
+    _check_patch_grid(loaded)
+    return loaded
+
+
+def _check_patch_grid(loaded: LoadedConfig) -> None:
+    """The patch embedding would silently crop an image side its patches do not tile."""
+    size, encoder = loaded.config.data.image_size, loaded.config.encoder
+    patch = encoder.patch
+    if patch and size % patch:
+        below = size // patch * patch
+        valid = f"{below} or {below + patch}" if below else str(patch)
+        source = "encoder.patch_size" if encoder.patch_size else f"encoder.name {encoder.name}"
+        raise loaded.error("data.image_size", f"{size} is not a multiple of the encoder's patch size {patch} "
+                                              f"({source}); use a multiple such as {valid}")
 
 
 def _absolute_plugin(spec: str, origin: str) -> str:

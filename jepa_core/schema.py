@@ -8,6 +8,7 @@ own config class when the experiment is built.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import attrs
@@ -49,6 +50,12 @@ class EncoderConfig:
     #: override the named model's depth / patch size (small CPU runs)
     depth: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     patch_size: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+
+    @property
+    def patch(self) -> Optional[int]:
+        """The patch side: ``patch_size``, else the timm name's (vit_tiny_patch16_224: 16); None if unnamed."""
+        named = re.search(r"patch(\d+)", self.name)
+        return self.patch_size or (int(named[1]) if named else None)
 
 
 @attrs.define

@@ -56,11 +56,11 @@ class Member:
 
 
 def is_sweep(path: str | Path) -> bool:
+    """Whether ``path`` or a file it inherits has a ``sweep:`` block: a file based on a sweep is one."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        return SWEEP_KEY in load_raw(path, {})
+    except ConfigError:
         return False  # load_config reports it properly
-    return isinstance(data, dict) and SWEEP_KEY in data
 
 
 def _slug(value: Any) -> str:

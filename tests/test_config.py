@@ -1,6 +1,8 @@
 """Config: strict YAML with base inheritance, --set overrides and one-line errors."""
 
 import pytest
+import yaml
+from PIL import Image
 
 from jepa_core.config import ConfigError, dump_yaml, load_config
 from jepa_core.launch import main as launch
@@ -43,6 +45,11 @@ def test_base_inheritance_and_typed_overrides(write):
     ("name: x\n", ["train.steps=0"], "--set train.steps: train.steps: 'steps' must be an integer >= 1"),
     ("encoder: {name: vit_tiny_patch16_22}\n", [], "encoder.name: unknown timm Vision Transformer"),
     ("plugins: [nowhere.py]\n", [], "bad.yaml: plugins.0: plugin file"),
+    ("data: {image_size: 50}\nencoder: {patch_size: 8}\n", [],
+     "bad.yaml: data.image_size: 50 is not a multiple of the encoder's patch size 8 (encoder.patch_size); "
+     "use a multiple such as 48 or 56"),
+    ("name: x\n", ["data.image_size=230"], "--set data.image_size: data.image_size: 230 is not a multiple of "
+     "the encoder's patch size 16 (encoder.name vit_tiny_patch16_224)"),
 ])
 def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
     bad = write("bad.yaml", text)
@@ -78,3 +85,42 @@ def test_dry_run_builds_everything_and_writes_nothing(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "patch grid: 16x16" in printed
     assert not out.exists()
+
+
+def _image_folder(root):
+    """root/{train,val}/{a,b}/*.png: 16 small images per split."""
+    for split in ("train", "val"):
+        for c, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True)
+            for k in range(8):
+                Image.new("RGB", (40, 36), (120 * c, 20 * k, 90)).save(root / split / name / f"{k}.png")
+    return root
+
+
+def test_a_derived_yaml_switching_the_dataset_drops_the_old_datasets_params(write, tiny_config, tmp_path, capsys):
+    root = _image_folder(tmp_path / "images")
+    derived = write("mine.yaml", f"""
+        base: {tiny_config}
+        data:
+          dataset: {{name: imagefolder, root: {root}}}
+    """)
+    run_dir = tmp_path / "run"
+    assert launch([str(derived), "--output", str(run_dir), "--set", "train.steps=2"]) == 0, capsys.readouterr().err
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["data"]["dataset"] == {"name": "imagefolder", "root": str(root)}  # no shapes size/train_size
+    assert resolved["data"]["image_size"] == 48  # the rest of the base still merges
+
+
+@pytest.mark.parametrize("sets", [
+    ["data.dataset.name=imagefolder", "data.dataset.root=/x"],
+    ["data.dataset.root=/x", "data.dataset.name=imagefolder"],
+])
+def test_set_renaming_a_component_keeps_only_params_set_beside_it(tiny_config, sets):
+    cfg = load_config(tiny_config, sets).config
+    assert (cfg.data.dataset.name, cfg.data.dataset.params) == ("imagefolder", {"root": "/x"})
+
+
+def test_params_still_merge_when_the_component_keeps_its_name(tiny_config):
+    cfg = load_config(tiny_config, ["data.dataset.size=32", "views.masking.name=multiblock"]).config
+    assert cfg.data.dataset.params == {"size": 32, "train_size": 256, "val_size": 64}
+    assert cfg.views.masking.params == {"min_keep": 4}

@@ -125,3 +125,15 @@ def test_launch_refuses_a_bad_sweep_with_exit_2_before_running_anything(write, t
     err = capsys.readouterr().err.strip()
     assert "predictor.dpth: predictors 'vit' has no parameter 'dpth'" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_a_file_based_on_a_sweep_is_a_sweep_with_its_settings(write, tiny_config, tmp_path, capsys):
+    from jepa_core.launch import main as launch
+
+    _sweep(write, tiny_config, "sweep:\n  grid:\n    predictor.depth: [1]\n")
+    derived = write("mine.yaml", "base: sweep.yaml\nname: mine\ntrain: {steps: 2}\n")
+    out = tmp_path / "out"
+    assert launch([str(derived), "--output", str(out)]) == 0, capsys.readouterr()
+    (member,) = read_manifest(out)["members"]
+    assert member["state"] == "finished"
+    assert load_config(f"{member['run_dir']}/config.yaml").config.train.steps == 2
