@@ -33,18 +33,29 @@ class PluginLoadError(ImportError):
 
 
 class Registries:
-    """One :class:`Registry` per component kind, filled by the registration hooks."""
+    """One :class:`Registry` per component kind, filled by the registration hooks.
+
+    Each plugin's ``jepa_register_<kind>`` is called through pluggy on its own
+    (a subset hook caller without the other plugins), with a view of the
+    registry that attributes what it registers to that plugin: the ``plugin``
+    column of ``python -m jepa_core.components`` and both names in a
+    duplicate-name error. Hook wrappers, tracing and monitoring see every call.
+    """
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
         for kind in KINDS:
             registry = Registry(kind)
             caller = getattr(pm.hook, f"jepa_register_{kind}")
-            # Call implementations one by one so every entry knows its plugin.
-            for impl in reversed(caller.get_hookimpls()):
-                registry.current_plugin = impl.plugin_name
-                impl.function(registry=registry)
-            registry.current_plugin = "<runtime>"
+            # plugin -> name, in pluggy's calling order; wrappers stay in every call
+            plugins = {
+                impl.plugin: impl.plugin_name
+                for impl in reversed(caller.get_hookimpls())
+                if not (impl.wrapper or impl.hookwrapper)
+            }
+            for plugin, name in plugins.items():
+                others = [other for other in plugins if other is not plugin]
+                pm.subset_hook_caller(caller.name, others)(registry=registry.as_plugin(name))
             setattr(self, kind, registry)
 
     def __iter__(self):
