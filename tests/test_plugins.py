@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import read_metrics
+from jepa_core.components import main as components
 from jepa_core.config import load_config
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
@@ -139,3 +140,37 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tiny_config, w
     assert launch([str(tiny_config), "--dry-run", "--set", f"plugins=[{dup}]"]) == 2
     err = capsys.readouterr().err
     assert "'vit' is registered twice" in err and "'predictors'" in err and "dup.py" in err
+
+
+MISSPELT_HOOK = """
+    from jepa_core import hookimpl
+
+    @hookimpl
+    def jepa_register_transformation(registry):  # no s: a hook that does not exist
+        pass
+"""
+WRONG_ARGUMENT = """
+    from jepa_core import hookimpl
+
+    @hookimpl
+    def jepa_after_step(step, metric):  # the hookspec says metrics
+        pass
+"""
+
+
+@pytest.mark.parametrize("cli", ["launch", "components"])
+@pytest.mark.parametrize("source, expected", [
+    (MISSPELT_HOOK, ["unknown hook 'jepa_register_transformation'",
+                     "did you mean 'jepa_register_transformations'", "jepa_run_end"]),
+    (WRONG_ARGUMENT, ["'jepa_after_step'", "{'metric'}"]),
+], ids=["misspelt-hook", "wrong-argument"])
+def test_a_wrong_hookimpl_is_a_one_line_error_at_start_up(tiny_config, write, capsys, cli, source, expected):
+    bad = write("bad.py", source)
+    if cli == "launch":
+        config = write("exp.yaml", f"base: {tiny_config.name}\nplugins: [bad.py]\n")
+        status = launch([str(config), "--dry-run"])
+    else:
+        status = components(["--plugin", str(bad)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert str(bad) in err and all(part in err for part in expected), err

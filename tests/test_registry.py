@@ -4,7 +4,7 @@ import attrs
 import pytest
 
 from jepa_core import hookimpl
-from jepa_core.manager import Registries, get_plugin_manager, get_registries
+from jepa_core.manager import Registries, get_plugin_manager, get_registries, hook_names
 from jepa_core.registries import KINDS, ComponentError, Registry, build_config
 from jepa_core.registries.validators import positive_int
 
@@ -78,6 +78,11 @@ def test_builtins_are_loaded_as_entry_point_plugins():
     assert {"none", "sequence", "feature"} <= set(registries.conditioning.names())
     assert registries.predictors.get("vit").plugin == "predictors"
     assert "shapes" in registries.datasets.names()
+
+
+def test_every_kind_has_a_registration_hook_and_every_registration_hook_a_kind():
+    registration = {name for name in hook_names(get_plugin_manager()) if name.startswith("jepa_register_")}
+    assert registration == {f"jepa_register_{kind}" for kind in KINDS}
 
 
 def test_registration_hooks_are_called_through_pluggy_one_plugin_per_call():
