@@ -108,7 +108,7 @@ def load_registries(loaded: LoadedConfig) -> Registries:
             raise loaded.error(f"plugins.{i}", str(exc)) from None
     try:
         return Registries(pm)
-    except ComponentError as exc:  # two plugins registering one name
+    except (PluginLoadError, ComponentError) as exc:  # an unknown hook; two plugins registering one name
         raise ConfigError(f"{loaded.path}: plugins: {exc}") from None
 
 

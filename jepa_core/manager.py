@@ -5,6 +5,8 @@ jepa-core distribution itself; third-party distributions declare the same
 group. ``JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD=1`` keeps third-party entry points
 out (as PYTEST_DISABLE_PLUGIN_AUTOLOAD does) while built-ins still load.
 Extra plugins are named in YAML ``plugins:`` by module path or .py file path.
+Once every plugin is registered, ``pm.check_pending()`` refuses a hookimpl
+whose name no hookspec declares (a misspelt hook would never be called).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Iterable
 import pluggy
 
 from jepa_core import PROJECT, hookspecs
-from jepa_core.registries import KINDS, Registry
+from jepa_core.registries import KINDS, Registry, did_you_mean
 
 ENTRY_POINT_GROUP = PROJECT
 AUTOLOAD_ENV = "JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD"
@@ -29,26 +31,65 @@ BUILTIN_DISTRIBUTION = "jepa-core"
 
 
 class PluginLoadError(ImportError):
-    """A plugin named in a config could not be imported; the message says which."""
+    """A plugin cannot be used: it fails to import or implements a hook wrongly; the message says which."""
 
 
 class Registries:
-    """One :class:`Registry` per component kind, filled by the registration hooks."""
+    """One :class:`Registry` per component kind, filled by the registration hooks.
+
+    Each plugin's ``jepa_register_<kind>`` is called through pluggy on its own
+    (a subset hook caller without the other plugins), with a view of the
+    registry that attributes what it registers to that plugin: the ``plugin``
+    column of ``python -m jepa_core.components`` and both names in a
+    duplicate-name error. Hook wrappers, tracing and monitoring see every call.
+    """
 
     def __init__(self, pm: pluggy.PluginManager):
         self.pm = pm
+        check_hooks(pm)
         for kind in KINDS:
             registry = Registry(kind)
             caller = getattr(pm.hook, f"jepa_register_{kind}")
-            # Call implementations one by one so every entry knows its plugin.
-            for impl in reversed(caller.get_hookimpls()):
-                registry.current_plugin = impl.plugin_name
-                impl.function(registry=registry)
-            registry.current_plugin = "<runtime>"
+            # plugin -> name, in pluggy's calling order; wrappers stay in every call
+            plugins = {
+                impl.plugin: impl.plugin_name
+                for impl in reversed(caller.get_hookimpls())
+                if not (impl.wrapper or impl.hookwrapper)
+            }
+            for plugin, name in plugins.items():
+                others = [other for other in plugins if other is not plugin]
+                pm.subset_hook_caller(caller.name, others)(registry=registry.as_plugin(name))
             setattr(self, kind, registry)
 
     def __iter__(self):
         return ((kind, getattr(self, kind)) for kind in KINDS)
+
+
+def hook_names(pm: pluggy.PluginManager) -> list[str]:
+    """Every hook a plugin may implement: the hook callers that have a hookspec."""
+    return sorted(name for name, caller in vars(pm.hook).items() if caller.has_spec())
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """``pm.check_pending()`` as a one-line error naming the plugin, its unknown hook and the real ones."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        unknown = next(caller.name for caller in pm.get_hookcallers(exc.plugin) if not caller.has_spec())
+        hooks = hook_names(pm)
+        raise PluginLoadError(
+            f"plugin {pm.get_name(exc.plugin)!r} implements unknown hook {unknown!r}"
+            f"{did_you_mean(unknown, hooks)}; hooks: {', '.join(hooks)}"
+        ) from None
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
+    """``pm.register`` with pluggy's multi-line validation error (it names the plugin
+    and hook: a hookimpl argument the hookspec lacks, say) as one line."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError("; ".join(line.strip() for line in str(exc).splitlines())) from None
 
 
 def _autoload_disabled() -> bool:
@@ -72,7 +113,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
                 f"plugin {ep.name!r} (entry point {ep.value!r} of {dist_name or 'an unknown distribution'}) "
                 f"failed to import: {type(exc).__name__}: {exc}"
             ) from exc
-        pm.register(plugin, name=ep.name)
+        _register(pm, plugin, ep.name)
 
 
 def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: str | Path | None = None) -> str:
@@ -104,7 +145,7 @@ def load_plugin(pm: pluggy.PluginManager, spec: str, base_dir: str | Path | None
             raise PluginLoadError(f"plugin module {spec!r} cannot be imported: {exc}") from exc
         name = spec
     if pm.get_plugin(name) is None and not pm.is_registered(module):
-        pm.register(module, name=name)
+        _register(pm, module, name)
     return name
 
 

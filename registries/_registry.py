@@ -9,6 +9,7 @@ engine supplies (sizes, modules) are passed positionally as ``context``.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 from typing import Any, Callable, Iterator
@@ -56,12 +57,23 @@ def _first_line(obj: Any) -> str:
 
 
 class Registry:
-    """Name -> component factory for one kind (transformations, predictors, ...)."""
+    """Name -> component factory for one kind (transformations, predictors, ...).
 
-    def __init__(self, kind: str):
+    ``plugin`` is whom entries registered through this object are attributed to:
+    ``"<runtime>"`` for code that registers after start-up, a plugin's name in the
+    view (:meth:`as_plugin`) its registration hook receives.
+    """
+
+    def __init__(self, kind: str, plugin: str = "<runtime>"):
         self.kind = kind
+        self.plugin = plugin
         self._entries: dict[str, Entry] = {}
-        self.current_plugin = "<unknown>"
+
+    def as_plugin(self, plugin: str) -> Registry:
+        """A view sharing these entries that attributes what it registers to ``plugin``."""
+        view = copy.copy(self)
+        view.plugin = plugin
+        return view
 
     def register(
         self,
@@ -83,10 +95,10 @@ class Registry:
         if name in self._entries:
             other = self._entries[name].plugin
             raise ComponentError(
-                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {self.current_plugin!r}"
+                f"{self.kind} {name!r} is registered twice: by plugin {other!r} and by plugin {self.plugin!r}"
             )
         self._entries[name] = Entry(
-            name, factory, config, self.current_plugin, description or _first_line(component)
+            name, factory, config, self.plugin, description or _first_line(component)
         )
         return factory
 

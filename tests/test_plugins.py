@@ -1,82 +1,56 @@
-"""Plugins: a .py file named in YAML, an installed distribution, the autoload switch."""
+"""Plugins: the documented example, an installed distribution, the autoload switch, wrong hookimpls."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import read_metrics
+from jepa_core.components import main as components
 from jepa_core.config import load_config
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
 from jepa_core.manager import AUTOLOAD_ENV
 
-# The docs/writing-a-plugin.md example, verbatim in spirit: a new photometric action.
-INVERT_PLUGIN = '''
-"""Invert colours with probability p: a photometric action the project does not ship."""
-import json, os
-import attrs
-import torch
-from jepa_core import hookimpl
-from jepa_core.registries.transformations import Transformation
-from jepa_core.registries.validators import probability
+ROOT = Path(__file__).resolve().parents[1]
 
 
-class Invert(Transformation):
-    """Invert the colours of an image (x -> 1 - x)."""
+def _doc_example(tmp_path: Path, base: Path) -> tuple[Path, dict]:
+    """docs/writing-a-plugin.md's plugin and the YAML naming it, saved side by side as the page says.
 
-    action_dim = 1          # one entry in the action vector...
-    encoding = "flag"       # ...+1 when the source is inverted and the target is not
-
-    @attrs.frozen
-    class Config:
-        p: float = attrs.field(default=0.5, validator=probability)
-
-    def identity(self, batch_size):
-        return {}
-
-    def sample_applied(self, batch_size, generator):
-        return {}
-
-    def apply(self, images, params):
-        flip = params["applied"].to(images.device).view(-1, 1, 1, 1)
-        return torch.where(flip, 1.0 - images, images)
-
-
-@hookimpl
-def jepa_register_transformations(registry):
-    registry.register("invert", Invert)
-
-
-@hookimpl
-def jepa_after_step(step, metrics):
-    with open(os.environ["SEEN_STEPS"], "a") as f:
-        f.write(json.dumps(step) + "\\n")
-'''
-
-
-def _iwm_overrides(plugin: Path, conditioning: str) -> list[str]:
-    return ["--set", f"plugins=[{plugin}]",
-            "--set", "views.source=[{name: grayscale, p: 0.5}, {name: invert, p: 0.5}]",
-            "--set", f"conditioning.name={conditioning}", "--set", "train.steps=4"]
+    The YAML's ``base:`` (a path from the repository root, where the page's
+    my.yaml sits) is checked to exist, then swapped for ``base`` to train in seconds.
+    """
+    page = (ROOT / "docs" / "writing-a-plugin.md").read_text()
+    example = re.search(r"Save as `([^`]+)`.*?```python\n(.*?)```", page, re.S)
+    assert example, "docs/writing-a-plugin.md has no python block after 'Save as `FILE`'"
+    filename, code = example.groups()
+    experiment = next((doc for doc in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", page, re.S))
+                       if filename in doc.get("plugins", [])), None)
+    assert experiment, f"docs/writing-a-plugin.md has no YAML block naming {filename} in plugins:"
+    (tmp_path / filename).write_text(code)
+    assert (ROOT / experiment["base"]).is_file(), f"the page's base: {experiment['base']} does not exist"
+    config = tmp_path / "my.yaml"
+    config.write_text(yaml.safe_dump({**experiment, "base": base.name}, sort_keys=False))
+    return config, experiment
 
 
 @pytest.mark.parametrize("conditioning", ["sequence", "feature"])
-def test_yaml_named_plugin_adds_an_action_and_a_runtime_hook(tiny_config, tmp_path, write, monkeypatch,
-                                                             conditioning):
-    plugin = write("invert_plugin.py", INVERT_PLUGIN)
-    seen = tmp_path / "seen.txt"
-    monkeypatch.setenv("SEEN_STEPS", str(seen))
-    without = load_config(tiny_config, ["views.source=[{name: grayscale, p: 0.5}]"])
-    args = _iwm_overrides(plugin, conditioning)
-    with_invert = load_config(tiny_config, [a for a in args if a != "--set"])
-    assert build_experiment(with_invert).views.action_dim == build_experiment(without).views.action_dim + 1
+def test_the_documented_plugin_adds_an_action_and_trains(tiny_config, tmp_path, conditioning):
+    config, experiment = _doc_example(tmp_path, tiny_config)
+    without = [op for op in experiment["views"]["source"] if op["name"] != "invert"]
+    dims = [build_experiment(load_config(config, overrides)).views.action_dim
+            for overrides in ([], [f"views.source={json.dumps(without)}"])]
+    assert dims[0] == dims[1] + 1  # --dry-run reports an action dimension one larger
     run_dir = tmp_path / "run"
-    assert launch([str(tiny_config), "--output", str(run_dir)] + args) == 0
-    assert seen.read_text().split() == ["1", "2", "3", "4"]  # the runtime hook ran every step
+    assert launch([str(config), "--output", str(run_dir), "--set", f"conditioning.name={conditioning}",
+                   "--set", "train.steps=4"]) == 0
     assert len(read_metrics(run_dir)) == 4
 
 
@@ -139,3 +113,37 @@ def test_two_plugins_registering_one_name_is_an_error_naming_both(tiny_config, w
     assert launch([str(tiny_config), "--dry-run", "--set", f"plugins=[{dup}]"]) == 2
     err = capsys.readouterr().err
     assert "'vit' is registered twice" in err and "'predictors'" in err and "dup.py" in err
+
+
+MISSPELT_HOOK = """
+    from jepa_core import hookimpl
+
+    @hookimpl
+    def jepa_register_transformation(registry):  # no s: a hook that does not exist
+        pass
+"""
+WRONG_ARGUMENT = """
+    from jepa_core import hookimpl
+
+    @hookimpl
+    def jepa_after_step(step, metric):  # the hookspec says metrics
+        pass
+"""
+
+
+@pytest.mark.parametrize("cli", ["launch", "components"])
+@pytest.mark.parametrize("source, expected", [
+    (MISSPELT_HOOK, ["unknown hook 'jepa_register_transformation'",
+                     "did you mean 'jepa_register_transformations'", "jepa_run_end"]),
+    (WRONG_ARGUMENT, ["'jepa_after_step'", "{'metric'}"]),
+], ids=["misspelt-hook", "wrong-argument"])
+def test_a_wrong_hookimpl_is_a_one_line_error_at_start_up(tiny_config, write, capsys, cli, source, expected):
+    bad = write("bad.py", source)
+    if cli == "launch":
+        config = write("exp.yaml", f"base: {tiny_config.name}\nplugins: [bad.py]\n")
+        status = launch([str(config), "--dry-run"])
+    else:
+        status = components(["--plugin", str(bad)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert str(bad) in err and all(part in err for part in expected), err

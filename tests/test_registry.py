@@ -3,8 +3,9 @@
 import attrs
 import pytest
 
-from jepa_core.manager import get_registries
-from jepa_core.registries import ComponentError, Registry, build_config
+from jepa_core import hookimpl
+from jepa_core.manager import Registries, get_plugin_manager, get_registries, hook_names
+from jepa_core.registries import KINDS, ComponentError, Registry, build_config
 from jepa_core.registries.validators import positive_int
 
 
@@ -21,8 +22,7 @@ class Widget:
 
 @pytest.fixture
 def registry():
-    reg = Registry("widgets")
-    reg.current_plugin = "plugin_a"
+    reg = Registry("widgets", plugin="plugin_a")
     reg.register("widget", Widget)
     reg.register("gadget", Widget, description="A gadget.")
     return reg
@@ -52,9 +52,14 @@ def test_unknown_and_invalid_params_name_the_key(registry):
 
 
 def test_duplicate_name_names_both_plugins(registry):
-    registry.current_plugin = "plugin_b"
     with pytest.raises(ComponentError, match="by plugin 'plugin_a' and by plugin 'plugin_b'"):
-        registry.register("widget", Widget)
+        registry.as_plugin("plugin_b").register("widget", Widget)
+
+
+def test_a_plugin_view_shares_the_entries_and_attributes_to_its_plugin(registry):
+    registry.as_plugin("plugin_b").register("gizmo", Widget)
+    assert "gizmo" in registry and registry.get("gizmo").plugin == "plugin_b"
+    assert registry.get("widget").plugin == "plugin_a"
 
 
 def test_build_config_requires_missing_fields():
@@ -73,3 +78,31 @@ def test_builtins_are_loaded_as_entry_point_plugins():
     assert {"none", "sequence", "feature"} <= set(registries.conditioning.names())
     assert registries.predictors.get("vit").plugin == "predictors"
     assert "shapes" in registries.datasets.names()
+
+
+def test_every_kind_has_a_registration_hook_and_every_registration_hook_a_kind():
+    registration = {name for name in hook_names(get_plugin_manager()) if name.startswith("jepa_register_")}
+    assert registration == {f"jepa_register_{kind}" for kind in KINDS}
+
+
+def test_registration_hooks_are_called_through_pluggy_one_plugin_per_call():
+    """A wrapper sees each plugin's call with that plugin's view: tracing and wrappers work on registration."""
+    pm = get_plugin_manager()
+    calls = []
+
+    class Watcher:
+        @hookimpl(wrapper=True)
+        def jepa_register_predictors(self, registry):
+            before = set(registry.names())
+            result = yield
+            calls.append((registry.plugin, set(registry.names()) - before))
+            return result
+
+    pm.register(Watcher(), name="watcher")
+    traced = []
+    pm.add_hookcall_monitoring(lambda name, impls, kwargs: traced.append(name), lambda *args: None)
+    predictors = Registries(pm).predictors
+    assert {f"jepa_register_{kind}" for kind in KINDS} <= set(traced)
+    assert "watcher" not in {plugin for plugin, _ in calls}  # a wrapper wraps the plugins, it is not one of them
+    assert {name: plugin for plugin, names in calls for name in names} == {e.name: e.plugin for e in predictors.entries()}
+    assert ("predictors", {"vit"}) in calls
