@@ -110,7 +110,7 @@ def import_ijepa(ckpt: str | Path, config: str | Path, run_dir: str | Path, over
     """Write ``run_dir`` (config.yaml + checkpoint) from an I-JEPA checkpoint; ConfigError on bad input."""
     loaded = load_config(config, overrides)
     exp = build_experiment(loaded)
-    if exp.predictor is None or not hasattr(exp.target, "encoder"):
+    if exp.predictor is None or exp.target.target_encoder(exp.encoder) is exp.encoder:
         raise ConfigError(f"{config}: I-JEPA checkpoints need a config with a predictor and an ema target")
     run_dir = Path(run_dir)
     if checkpoint.latest(run_dir) is not None:

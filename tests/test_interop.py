@@ -91,6 +91,7 @@ def test_export_loads_into_timm_create_model_and_matches_our_encoder(imported, t
     ("cut_short", "not a readable PyTorch checkpoint"),
     ("missing_file", "no checkpoint at"),
     ("existing_run", "already holds a checkpoint; import into a new directory"),
+    ("no_ema_target", "I-JEPA checkpoints need a config with a predictor and an ema target"),
 ])
 def test_bad_imports_are_one_line_errors_that_write_nothing(upstream, imported, tmp_path, capsys, case, expected):
     from conftest import TINY
@@ -111,6 +112,9 @@ def test_bad_imports_are_one_line_errors_that_write_nothing(upstream, imported, 
         ckpt.unlink()
     elif case == "existing_run":
         run_dir = imported
+    elif case == "no_ema_target":  # a target without its own encoder copy has nowhere to put target_encoder
+        config["predictor"] = {"name": "pixel_decoder", "depth": 1, "width": 64, "heads": 2, "patch_size": 8}
+        config["target"] = {"name": "pixels"}
     before = checkpoint.latest(run_dir).read_bytes() if case == "existing_run" else None
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     argv = ["import-ijepa", str(ckpt), "--config", str(tmp_path / "c.yaml"), "--output", str(run_dir)]
