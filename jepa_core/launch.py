@@ -21,6 +21,7 @@ from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
 from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, execute, write_config
+from jepa_core.rundir import RunDir
 
 if TYPE_CHECKING:
     from jepa_core.distributed import DistInfo
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(describe(exp))
         if args.slurm:
-            print(f"# ---- sbatch script (not submitted); submitit's folder: {Path(run_dir).resolve() / slurm.FOLDER}")
+            print(f"# ---- sbatch script (not submitted); submitit's folder: {RunDir(run_dir.resolve()).submitit}")
             print(script)
         return 0
     if args.slurm:
@@ -191,10 +192,9 @@ def run_from_dir(run_dir: str | Path, locked: bool = False) -> tuple[dict, DistI
     ``locked``: the parent process holds the run directory's lock.
     """
     from jepa_core import distributed
-    from jepa_core.run import CONFIG
 
     run_dir = Path(run_dir)
-    exp = build_experiment(load_config(run_dir / CONFIG))
+    exp = build_experiment(load_config(RunDir(run_dir).config))
     dist = distributed.init(exp.config.train.device)
     try:
         return execute(exp, run_dir, dist, locked=locked), dist

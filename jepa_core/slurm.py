@@ -43,10 +43,9 @@ import submitit.helpers
 from jepa_core import hookimpl
 from jepa_core.config import ConfigError, LoadedConfig, to_dict
 from jepa_core.experiment import Experiment
+from jepa_core.rundir import RunDir, SweepDir
 from jepa_core.schema import ExperimentConfig, SlurmConfig
 
-#: submitit's working folder inside a run directory (pickles and logs)
-FOLDER = "submitit"
 #: submitit's preemption signal (it honours SUBMITIT_PREEMPT_SIGNAL, default USR2)
 PREEMPT_SIGNAL = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
 
@@ -142,7 +141,7 @@ def sbatch_script(config: ExperimentConfig, run_dir: str | Path, array_size: int
     """The sbatch script a submission of ``config`` would send (submitit's own rendering)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    folder = Path(run_dir).resolve() / FOLDER
+    folder = (RunDir if array_size is None else SweepDir)(Path(run_dir).resolve()).submitit
     native = native_parameters(executor_parameters(config.slurm, config.name))
     if array_size is not None and array_size > 1:
         native["map_count"] = array_size
@@ -190,7 +189,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from jepa_core import distributed
         from jepa_core.config import load_config
         from jepa_core.experiment import build_experiment
-        from jepa_core.run import CONFIG, execute
+        from jepa_core.run import execute
 
         run_dir = Path(self.run_dir)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
@@ -201,7 +200,7 @@ class RunJob(submitit.helpers.Checkpointable):
         handler = _install_stop_handler()
         dist = distributed.DistInfo()
         try:
-            loaded = load_config(run_dir / CONFIG)
+            loaded = load_config(RunDir(run_dir).config)
             exp = build_experiment(loaded)
             dist = distributed.init(exp.config.train.device)
             job = os.environ.get("SLURM_JOB_ID", "?")
@@ -320,7 +319,7 @@ def submit(item: Runnable, run_dir: str | Path):
     config = _config(item)
     require_slurm()
     run_dir = prepare_run_dir(item, run_dir)
-    executor = make_executor(config.slurm, config.name, run_dir / FOLDER)
+    executor = make_executor(config.slurm, config.name, RunDir(run_dir).submitit)
     try:
         with _quiet():
             return executor.submit(RunJob(run_dir))
@@ -357,7 +356,7 @@ def submit_array(items: Sequence[tuple[Runnable, str | Path]], folder: str | Pat
         check_run_dir(run_dir, _loaded(item))
     for (item, _), run_dir in zip(items, run_dirs):
         prepare_run_dir(item, run_dir)
-    folder = Path(folder).resolve() if folder else Path(os.path.commonpath(run_dirs)) / FOLDER
+    folder = Path(folder).resolve() if folder else SweepDir(os.path.commonpath(run_dirs)).submitit
     executor = make_executor(configs[0].slurm, configs[0].name, folder)
     try:
         with _quiet(), executor.batch():

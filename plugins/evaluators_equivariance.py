@@ -46,7 +46,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core import checkpoint
+from jepa_core import rundir
 from jepa_core.views import normalize
 from jepa_core.plugins import evaluators_common as C
 from jepa_core.registries.evaluators import Evaluator
@@ -283,7 +283,7 @@ class RetrievalGrid(_WorldModelEval):
             path = run.run_dir / path
         buffer = io.BytesIO()
         fig.savefig(buffer, dpi=100, format="png")
-        checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+        rundir.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 __all__ = ["EquivarianceMRR", "RetrievalGrid", "chance_mrr", "expected_reciprocal_rank"]

@@ -48,7 +48,7 @@ from typing import Any
 import attrs
 import torch
 
-from jepa_core import checkpoint
+from jepa_core import rundir
 from jepa_core.views import normalize
 from jepa_core.plugins import evaluators_common as C
 from jepa_core.plugins.evaluators_equivariance import EquivarianceMRR, RankingConfig
@@ -224,7 +224,7 @@ def draw(metrics: dict[str, float], ops: list[str], path: Path, bank_size: int) 
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return rundir.atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 __all__ = ["Spectrum", "Ridge", "action_ops", "draw", "r2_score", "ridge_r2"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from jepa_core import checkpoint, hookimpl
+from jepa_core import hookimpl, rundir
 from jepa_core.config import dump_yaml, to_dict
 
 
@@ -215,16 +215,14 @@ class WandbLogger:
         if path.is_file() and path.read_text().strip():
             return path.read_text().strip()
         run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))  # W&B's form
-        checkpoint.write_text(path, run_id + "\n")
+        rundir.write_text(path, run_id + "\n")
         return run_id
 
     def group(self) -> str | None:
-        from jepa_core.sweep import MANIFEST
-
         if self.config.group is not None:
             return self.config.group
         parent = self.run_dir.resolve().parent
-        return parent.name if (parent / MANIFEST).is_file() else None
+        return parent.name if rundir.SweepDir(parent).manifest.is_file() else None
 
     @hookimpl
     def jepa_run_start(self, run_dir, config, start_step, total_steps):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from jepa_core import checkpoint
 from jepa_core.ablate import ablate
 from jepa_core.config import ConfigError, load_config
+from jepa_core.rundir import RunDir, write_json
 from jepa_core.sweep import expand, prepare, read_manifest
 
 
@@ -57,9 +57,10 @@ def test_a_sweep_file_is_not_a_plain_config(write, tiny_config):
 
 def _fake_finished(member, loss, metrics):
     member.run_dir.mkdir(parents=True, exist_ok=True)
-    (member.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "loss": loss}) + "\n")
-    checkpoint.write_json(member.run_dir / "eval.json", metrics)
-    checkpoint.write_json(member.run_dir / "status.json", {"state": "finished", "step": 3})
+    run = RunDir(member.run_dir)
+    run.metrics.write_text(json.dumps({"step": 3, "loss": loss}) + "\n")
+    write_json(run.eval, metrics)
+    write_json(run.status, {"state": "finished", "step": 3})
 
 
 def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config, tmp_path):
