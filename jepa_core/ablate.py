@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jepa_core.config import ConfigError
+from jepa_core.errors import cli
 from jepa_core.rundir import RunDir, SweepDir, atomic_write, write_text
 from jepa_core.sweep import read_manifest
 
@@ -236,15 +236,12 @@ def ablate(sweep_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.ablate", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
-    try:
-        paths = ablate(args.sweep_dir)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    paths = ablate(args.sweep_dir)
     print(paths["md"].read_text())
     print("\n".join(f"wrote {p}" for p in paths.values()))
     return 0

@@ -20,7 +20,7 @@ from torch import nn
 
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
-from jepa_core.errors import RunError
+from jepa_core.errors import cli
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.rundir import RunDir, write_json
 from jepa_core.views import Views
@@ -120,6 +120,7 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
     return exp
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -130,19 +131,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate the same architecture at initialisation instead "
                              f"(writes {RunDir('RUN_DIR').eval_random_init})")
     args = parser.parse_args(argv)
-    try:
-        exp = load_run(args.run_dir, args.evaluator, args.overrides, random_init=args.random_init)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    exp = load_run(args.run_dir, args.evaluator, args.overrides, random_init=args.random_init)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for module in exp.modules().values():
         module.to(device)
-    try:
-        results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
-    except RunError as exc:  # e.g. the disk filled up while writing eval.json
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
     print(format_results(results))
     return 0
 

@@ -37,6 +37,7 @@ import torch
 
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
+from jepa_core.errors import cli
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, write_config
 from jepa_core.rundir import RunDir, atomic_write
@@ -153,6 +154,7 @@ def export_timm(run_dir: str | Path, out: str | Path, which: str = "target") -> 
             f"pretrained_cfg_overlay=dict(file={str(out)!r}), {kwargs})")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.interop", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,19 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     exp_.add_argument("--encoder", choices=("target", "online"), default="target",
                       help="which encoder to export (default: the EMA target, which I-JEPA evaluates)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "import-ijepa":
-            run_dir = import_ijepa(args.checkpoint, args.config, args.output, args.overrides)
-            run = RunDir(run_dir)
-            print(f"imported {args.checkpoint} into {run_dir} ({run.config.name} + "
-                  f"{run.checkpoint.relative_to(run.path)}); "
-                  f"evaluate with: python -m jepa_core.evaluate {run_dir}")
-        else:
-            line = export_timm(args.run_dir, args.out, args.encoder)
-            print(f"wrote {args.out}; load it with:\n  {line}")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "import-ijepa":
+        run = RunDir(import_ijepa(args.checkpoint, args.config, args.output, args.overrides))
+        print(f"imported {args.checkpoint} into {run.path} ({run.config.name} + "
+              f"{run.checkpoint.relative_to(run.path)}); evaluate with: python -m jepa_core.evaluate {run.path}")
+    else:
+        line = export_timm(args.run_dir, args.out, args.encoder)
+        print(f"wrote {args.out}; load it with:\n  {line}")
     return 0
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jepa_core import runlock, sweep
-from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
-from jepa_core.errors import RunError
+from jepa_core.config import LoadedConfig, dump_yaml, load_config
+from jepa_core.errors import RunError, UserError, cli
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, execute, write_config
 from jepa_core.rundir import RunDir
@@ -60,6 +60,7 @@ def describe(exp: Experiment) -> str:
             f"# patch grid: {exp.encoder.grid[0]}x{exp.encoder.grid[1]}")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -71,22 +72,18 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--parallel must be >= 1")
     if sweep.is_sweep(args.config):
         return launch_sweep(args)
-    try:
-        loaded = load_config(args.config, args.overrides)
-        exp = build_experiment(loaded)
-        run_dir = run_dir_for(loaded, args.output)
-        if not args.dry_run:
-            check_run_dir(run_dir, loaded)
-            runlock.check_free(run_dir)
-        if args.slurm:
-            from jepa_core import slurm
+    loaded = load_config(args.config, args.overrides)
+    exp = build_experiment(loaded)
+    run_dir = run_dir_for(loaded, args.output)
+    if not args.dry_run:
+        check_run_dir(run_dir, loaded)
+        runlock.check_free(run_dir)
+    if args.slurm:
+        from jepa_core import slurm
 
-            script = slurm.sbatch_script(loaded.config, run_dir)  # checks the slurm: block too
-            if not args.dry_run:
-                slurm.require_slurm()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        script = slurm.sbatch_script(loaded.config, run_dir)  # checks the slurm: block too
+        if not args.dry_run:
+            slurm.require_slurm()
     if args.dry_run:
         print(describe(exp))
         if args.slurm:
@@ -94,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(script)
         return 0
     if args.slurm:
-        try:
-            job = slurm.submit(exp, run_dir)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(slurm.describe_job(job, run_dir))
+        print(slurm.describe_job(slurm.submit(exp, run_dir), run_dir))
         return 0
     if args.nproc > 1:
         print(f"run directory: {run_dir} ({args.nproc} processes)")
@@ -111,12 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run directory: {run_dir}")
     try:
         result = execute(exp, run_dir, dist)
-    except ConfigError as exc:  # the run directory was taken between the check above and the lock
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         distributed.shutdown()
     if dist.is_main:
@@ -126,26 +112,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def launch_sweep(args: argparse.Namespace) -> int:
     """A sweep file: validate and build every member, then run them here or as one Slurm array."""
-    try:
-        members = sweep.expand(args.config, args.output, args.overrides)
-        sweep_dir = members[0].run_dir.parent
-        for member in members:
-            try:
-                build_experiment(member.loaded)
-                if not args.dry_run:
-                    check_run_dir(member.run_dir, member.loaded)
-                    runlock.check_free(member.run_dir)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc} (sweep member {member.name})") from None
-        if args.slurm:
-            from jepa_core import slurm
-
-            script = slurm.sbatch_script(members[0].loaded.config, sweep_dir, array_size=len(members))
+    members = sweep.expand(args.config, args.output, args.overrides)
+    sweep_dir = members[0].run_dir.parent
+    for member in members:
+        try:
+            build_experiment(member.loaded)
             if not args.dry_run:
-                slurm.require_slurm()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                check_run_dir(member.run_dir, member.loaded)
+                runlock.check_free(member.run_dir)
+        except UserError as exc:
+            raise UserError(f"{exc} (sweep member {member.name})") from None
+    if args.slurm:
+        from jepa_core import slurm
+
+        script = slurm.sbatch_script(members[0].loaded.config, sweep_dir, array_size=len(members))
+        if not args.dry_run:
+            slurm.require_slurm()
     print(f"sweep directory: {sweep_dir} ({len(members)} members)")
     for member in members:
         print(f"  {member.name}: {member.state}")
@@ -155,12 +137,8 @@ def launch_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.slurm:
         todo = [m for m in members if m.state != "finished"]
-        try:
-            sweep.prepare(members, sweep_dir, args.config)
-            jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo]) if todo else []
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        sweep.prepare(members, sweep_dir, args.config)
+        jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo]) if todo else []
         for member, job in zip(todo, jobs):
             print(f"  {member.name}: Slurm job {job.job_id}")
         if jobs:
@@ -223,23 +201,15 @@ def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int
     from jepa_core import launch as this  # by module name, also when run as __main__
     from jepa_core.distributed import free_port
 
-    try:
-        lock = runlock.RunLock(run_dir).acquire()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run_dir = write_config(exp.config, run_dir)
-    try:
-        mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
-    except mp.ProcessRaisedException as exc:
-        lines = str(exc).strip().splitlines()
-        print(f"error: {lines[0]} {lines[-1]}", file=sys.stderr)
-        return 1
-    except mp.ProcessExitedException as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        lock.release()
+    with runlock.RunLock(run_dir):
+        run_dir = write_config(exp.config, run_dir)
+        try:
+            mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
+        except mp.ProcessRaisedException as exc:
+            lines = str(exc).strip().splitlines()
+            raise RunError(f"{lines[0]} {lines[-1]}") from None
+        except mp.ProcessExitedException as exc:
+            raise RunError(str(exc)) from None
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Iterable
 import pluggy
 
 from jepa_core import PROJECT, hookspecs
+from jepa_core.errors import UserError
 from jepa_core.registries import KINDS, Registry
 
 ENTRY_POINT_GROUP = PROJECT
@@ -28,7 +29,7 @@ AUTOLOAD_ENV = "JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_DISTRIBUTION = "jepa-core"
 
 
-class PluginLoadError(ImportError):
+class PluginLoadError(UserError, ImportError):
     """A plugin named in a config could not be imported; the message says which."""
 
 

@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from jepa_core.config import ConfigError
+from jepa_core.errors import UserError
 from jepa_core.rundir import RunDir
 
 
-class RunDirBusy(ConfigError):
-    """Another live process owns the run directory (the launcher exits 2, like a config error)."""
+class RunDirBusy(UserError):
+    """Another live process owns the run directory."""
 
 
 def _holder(path: Path) -> str:

@@ -42,6 +42,7 @@ import submitit.helpers
 
 from jepa_core import hookimpl
 from jepa_core.config import ConfigError, LoadedConfig, to_dict
+from jepa_core.errors import UserError
 from jepa_core.experiment import Experiment
 from jepa_core.rundir import RunDir, SweepDir
 from jepa_core.schema import ExperimentConfig, SlurmConfig
@@ -52,11 +53,11 @@ PREEMPT_SIGNAL = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
 Runnable = Union[LoadedConfig, Experiment]
 
 
-class SlurmUnavailable(ConfigError):
+class SlurmUnavailable(UserError):
     """No ``sbatch`` on PATH: this is not a Slurm login node."""
 
 
-class SubmissionError(ConfigError):
+class SubmissionError(UserError):
     """sbatch refused the job (unknown partition, account, ...)."""
 
 
