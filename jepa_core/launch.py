@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from jepa_core import runlock, sweep
 from jepa_core.config import LoadedConfig, dump_yaml, load_config
 from jepa_core.errors import RunError, UserError, cli
 from jepa_core.experiment import Experiment, build_experiment
-from jepa_core.run import check_run_dir, execute, write_config
+from jepa_core.run import check_run_dir, execute, execute_dir, report, write_config
 from jepa_core.rundir import RunDir
-
-if TYPE_CHECKING:
-    from jepa_core.distributed import DistInfo
 
 DEFAULT_ROOT = Path("runs")
 
@@ -152,33 +148,7 @@ def launch_sweep(args: argparse.Namespace) -> int:
     return 0 if all(state == "finished" for state in states) else 1
 
 
-def report(result: dict) -> None:
-    metrics = result["metrics"]
-    if metrics:
-        print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}")
-    if result["eval"]:
-        from jepa_core.evaluate import format_results
-
-        print(format_results(result["eval"], result.get("eval_random_init")))
-
-
 # ------------------------------------------------------------ several processes
-
-def run_from_dir(run_dir: str | Path, locked: bool = False) -> tuple[dict, DistInfo]:
-    """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate.
-
-    ``locked``: the parent process holds the run directory's lock.
-    """
-    from jepa_core import distributed
-
-    run_dir = Path(run_dir)
-    exp = build_experiment(load_config(RunDir(run_dir).config))
-    dist = distributed.init(exp.config.train.device)
-    try:
-        return execute(exp, run_dir, dist, locked=locked), dist
-    finally:
-        distributed.shutdown()
-
 
 def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
     import os
@@ -189,7 +159,7 @@ def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if not torch.cuda.is_available():  # share the cores instead of each process taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
-    result, dist = run_from_dir(run_dir, locked=True)
+    result, dist = execute_dir(run_dir, locked=True)  # the parent holds the run directory's lock
     if dist.is_main:
         report(result)
 

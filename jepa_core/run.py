@@ -1,22 +1,25 @@
 """One run, start to end: run directory, loggers, training, evaluation.
 
 Shared by the local launcher, Slurm jobs and sweeps, so a run behaves the
-same wherever it executes.
+same wherever it executes. ``python -m jepa_core.run RUN_DIR`` executes the
+run a directory holds (:func:`execute_dir`): how a sweep runs each member here.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
-from jepa_core import hookimpl
-from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, to_dict
+from jepa_core import distributed, hookimpl
+from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config, to_dict
 from jepa_core.distributed import DistInfo
-from jepa_core.errors import RunError
-from jepa_core.experiment import Experiment, at
+from jepa_core.errors import RunError, cli
+from jepa_core.experiment import Experiment, at, build_experiment
 from jepa_core.rundir import RunDir, write_json, write_text
 
 
@@ -138,10 +141,62 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
 def _random_init_baseline(exp: Experiment, run_dir: Path) -> dict[str, dict[str, float]]:
     """The evaluators on the same architecture as built before training (``train.seed``), untrained."""
     from jepa_core.evaluate import run_evaluators
-    from jepa_core.experiment import build_experiment
 
     fresh = build_experiment(exp.loaded, exp.registries)
     device = next(exp.encoder.parameters()).device
     for module in fresh.modules().values():
         module.to(device)
     return run_evaluators(fresh, run_dir, random_init=True)
+
+
+def execute_dir(run_dir: str | Path, locked: bool = False,
+                started: Callable[[Experiment, DistInfo], None] | None = None) -> tuple[dict[str, Any], DistInfo]:
+    """Execute the run ``run_dir`` holds: what ``--nproc`` workers, Slurm jobs and sweep members run.
+
+    The config comes from the run directory's config.yaml, which the launcher
+    wrote once it had validated it, not from the user's YAML, which may have
+    changed since (a requeued job, a relaunched sweep). The process joins the
+    group its environment asks for (torchrun's variables, a Slurm job's tasks);
+    ``started(exp, dist)`` runs once it has. The group is left when the run
+    ends, not when it fails or is preempted: the process ends then, and a
+    preempted job's ranks still agree on its requeue through the group.
+    """
+    exp = build_experiment(load_config(RunDir(run_dir).config))
+    dist = distributed.init(exp.config.train.device)
+    if started is not None:
+        started(exp, dist)
+    result = execute(exp, run_dir, dist, locked=locked)
+    distributed.shutdown()
+    return result, dist
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the final loss and the evaluation table (with the random-init baseline when measured)."""
+    metrics = result["metrics"]
+    if metrics:
+        print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}")
+    if result["eval"]:
+        from jepa_core.evaluate import format_results
+
+        print(format_results(result["eval"], result.get("eval_random_init")))
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.run",
+                                     description="Execute (or resume) the run a run directory holds.")
+    parser.add_argument("run_dir", help="a run directory the launcher wrote")
+    args = parser.parse_args(argv)
+
+    def announce(exp: Experiment, dist: DistInfo) -> None:
+        if dist.is_main:
+            print(f"run directory: {args.run_dir}", flush=True)
+
+    result, dist = execute_dir(args.run_dir, started=announce)
+    if dist.is_main:
+        report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

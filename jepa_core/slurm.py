@@ -188,29 +188,28 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from jepa_core import distributed
-        from jepa_core.config import load_config
-        from jepa_core.experiment import build_experiment
-        from jepa_core.run import execute
+        from jepa_core.run import execute_dir
 
-        run_dir = Path(self.run_dir)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and cpus.isdigit():  # where tasks are not pinned, torch would take every core of the node
             import torch
 
             torch.set_num_threads(int(cpus))
         handler = _install_stop_handler()
-        dist = distributed.DistInfo()
-        try:
-            loaded = load_config(RunDir(run_dir).config)
-            exp = build_experiment(loaded)
-            dist = distributed.init(exp.config.train.device)
+        dist = distributed.DistInfo()  # this task's rank once it has joined the job's process group
+
+        def started(exp, joined):
+            nonlocal dist
+            dist = joined
             job = os.environ.get("SLURM_JOB_ID", "?")
             restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
             print(f"rank {dist.rank}/{dist.world_size} on {os.uname().nodename}, Slurm job {job}, "
                   f"restart {restarts}", flush=True)
             if dist.is_main:
                 exp.pm.register(_Progress(self.run_dir), name="slurm-progress")
-            result = execute(exp, run_dir, dist)
+
+        try:
+            result, dist = execute_dir(self.run_dir, started=started)
         except distributed.Preempted as stop:
             _requeue(handler, dist, stop)
             raise  # not reached: _requeue exits or raises
@@ -223,7 +222,6 @@ class RunJob(submitit.helpers.Checkpointable):
             raise
         finally:
             distributed.STOP.reset()
-        distributed.shutdown()
         metrics = result["metrics"]
         if dist.is_main and metrics:
             print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}", flush=True)

@@ -178,7 +178,7 @@ def run_local(members: list[Member], sweep_dir: str | Path, source: str | Path, 
             running = _reap(running)
         print(f"[sweep] {member.name}: starting in {member.run_dir}")
         run = RunDir(member.run_dir)
-        cmd = [sys.executable, "-m", "jepa_core.launch", str(run.config), "--output", str(run.path)]
+        cmd = [sys.executable, "-m", "jepa_core.run", str(run.path)]  # execute_dir, in a process of its own
         with open(run.launch_log, "a") as log:  # the child keeps its own descriptor
             running.append((member, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         write_manifest(sweep_dir, members, source)

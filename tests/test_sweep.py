@@ -110,3 +110,19 @@ def test_launch_refuses_a_bad_sweep_with_exit_2_before_running_anything(write, t
     err = capsys.readouterr().err.strip()
     assert "predictor.dpth: predictors 'vit' has no parameter 'dpth'" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_a_member_runs_the_config_its_run_directory_holds(tiny_config, tmp_path, capsys):
+    """What a sweep runs for each member, ``python -m jepa_core.run RUN_DIR``: config.yaml, not the YAML file."""
+    from jepa_core.run import main as run_member, write_config
+    from helpers import read_metrics
+
+    run_dir = tmp_path / "member"
+    write_config(load_config(tiny_config, ["train.steps=3"]).config, run_dir)
+    tiny_config.write_text("name: edited after the launch\n")
+    assert run_member([str(run_dir)]) == 0
+    assert [m["step"] for m in read_metrics(run_dir)] == [1, 2, 3]
+    assert RunDir(run_dir).state() == "finished"
+    assert "finished at step 3" in capsys.readouterr().out
+    assert run_member([str(tmp_path / "not_a_run")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
