@@ -20,7 +20,7 @@ from jepa_core.config import LoadedConfig, dump_yaml, load_config
 from jepa_core.errors import RunError, UserError, cli
 from jepa_core.experiment import Experiment, build_experiment
 from jepa_core.run import check_run_dir, execute, execute_dir, report, write_config
-from jepa_core.rundir import RunDir
+from jepa_core.rundir import RunDir, SweepDir
 
 DEFAULT_ROOT = Path("runs")
 
@@ -75,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         check_run_dir(run_dir, loaded)
         runlock.check_free(run_dir)
     if args.slurm:
-        from jepa_core import slurm
+        from jepa_core import slurm, slurm_params
 
-        script = slurm.sbatch_script(loaded.config, run_dir)  # checks the slurm: block too
+        folder = RunDir(run_dir.resolve()).submitit  # where slurm.submit puts it
+        script = slurm_params.sbatch_script(loaded.config, folder)  # checks the slurm: block too
         if not args.dry_run:
             slurm.require_slurm()
     if args.dry_run:
         print(describe(exp))
         if args.slurm:
-            print(f"# ---- sbatch script (not submitted); submitit's folder: {RunDir(run_dir.resolve()).submitit}")
+            print(f"# ---- sbatch script (not submitted); submitit's folder: {folder}")
             print(script)
         return 0
     if args.slurm:
@@ -119,9 +120,10 @@ def launch_sweep(args: argparse.Namespace) -> int:
         except UserError as exc:
             raise UserError(f"{exc} (sweep member {member.name})") from None
     if args.slurm:
-        from jepa_core import slurm
+        from jepa_core import slurm, slurm_params
 
-        script = slurm.sbatch_script(members[0].loaded.config, sweep_dir, array_size=len(members))
+        folder = SweepDir(sweep_dir.resolve()).submitit  # one array's, for the dry run and the submission
+        script = slurm_params.sbatch_script(members[0].loaded.config, folder, array_size=len(members))
         if not args.dry_run:
             slurm.require_slurm()
     print(f"sweep directory: {sweep_dir} ({len(members)} members)")
@@ -134,7 +136,7 @@ def launch_sweep(args: argparse.Namespace) -> int:
     if args.slurm:
         todo = [m for m in members if m.state != "finished"]
         sweep.prepare(members, sweep_dir, args.config)
-        jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo]) if todo else []
+        jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo], folder) if todo else []
         for member, job in zip(todo, jobs):
             print(f"  {member.name}: Slurm job {job.job_id}")
         if jobs:

@@ -317,6 +317,20 @@ def test_dry_run_prints_the_sbatch_script_of_every_slurm_key(tiny_config, tmp_pa
     assert not run_dir.exists()  # nothing written, nothing submitted
 
 
+def test_a_sweep_dry_run_prints_the_script_of_one_array_logging_to_the_sweep_directory(
+        tiny_config, tmp_path, write, monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # works without Slurm
+    sweep = write("sweep.yaml", f"base: {tiny_config}\nsweep:\n  seeds: [0, 1, 2]\n")
+    sweep_dir = tmp_path / "sweep"
+    assert launch([str(sweep), "--slurm", "--dry-run", "--output", str(sweep_dir),
+                   "--set", "slurm.array_parallelism=2"]) == 0
+    script = capsys.readouterr().out.split("#!/bin/bash", 1)[1]
+    assert "#SBATCH --array=0-2%2\n" in script
+    folder = SweepDir(sweep_dir.resolve()).submitit
+    assert f"#SBATCH --output={folder}/%A_%a_0_log.out\n" in script and f"_submit {folder}\n" in script
+    assert not sweep_dir.exists()
+
+
 def test_array_members_must_share_the_slurm_block(tiny_config, tmp_path, fake_sbatch):
     a = load_config(tiny_config)
     b = load_config(tiny_config, ["slurm.timeout_min=5"])
@@ -519,6 +533,7 @@ def test_submit_array_sends_one_array_with_a_run_directory_each(tiny_config, tmp
     assert losses[0] != losses[1]  # two seeds, two runs
 
 
+@pytest.mark.slurm
 def test_a_sweep_goes_to_slurm_as_one_array_and_ablate_gives_the_local_layout(tiny_config, tmp_path, cluster,
                                                                              write, capsys):
     from jepa_core.ablate import ablate
