@@ -20,8 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jepa_core import checkpoint
 from jepa_core.config import ConfigError
+from jepa_core.errors import cli
+from jepa_core.rundir import RunDir, SweepDir, atomic_write, write_text
 from jepa_core.sweep import read_manifest
 
 SEED_KEY = "train.seed"
@@ -31,8 +32,8 @@ SPECTRUM_R2, SPECTRUM_MRR = "spectrum.r2_", "spectrum.mrr_"
 SPECTRUM_X, SPECTRUM_Y = "spectrum: mean r2", "spectrum: mean mrr"
 
 
-def _final_loss(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.jsonl"
+def _final_loss(run: RunDir) -> float | None:
+    path = run.metrics
     if not path.is_file():
         return None
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -44,12 +45,11 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], lis
     manifest = read_manifest(sweep_dir)
     rows, keys, metrics = [], [], []
     for entry in manifest["members"]:
-        run_dir = Path(entry["run_dir"])
+        run = RunDir(entry["run_dir"])
         row = {"member": entry["name"], "state": entry["state"], **entry["overrides"],
-               "final_loss": _final_loss(run_dir)}
-        eval_path = run_dir / "eval.json"
-        if eval_path.is_file():
-            for evaluator, values in json.loads(eval_path.read_text()).items():
+               "final_loss": _final_loss(run)}
+        if run.eval.is_file():
+            for evaluator, values in json.loads(run.eval.read_text()).items():
                 for metric, value in values.items():
                     row[f"{evaluator}.{metric}"] = value
         for key in entry["overrides"]:
@@ -157,7 +157,7 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def _number(value: Any) -> bool:
@@ -228,12 +228,12 @@ def spectrum_plot(rows: list[dict], keys: list[str], path: Path) -> Path | None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
-    return checkpoint.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def ablate(sweep_dir: str | Path, scatter: tuple[str, str] | None = None) -> dict[str, Path]:
     """Write the table, the plots and the csv; ``scatter``: (x, y) metrics, by default :func:`scatter_axes`'s."""
-    sweep_dir = Path(sweep_dir)
+    sweep = SweepDir(sweep_dir)
     rows, keys, metrics = collect(sweep_dir)
     if scatter is None:
         scatter = scatter_axes(rows, metrics)
@@ -249,27 +249,24 @@ def ablate(sweep_dir: str | Path, scatter: tuple[str, str] | None = None) -> dic
     writer.writerows(rows)
     groups = aggregate(rows, keys, metrics)
     paths = {
-        "csv": checkpoint.write_text(sweep_dir / "ablation.csv", text.getvalue()),
-        "md": checkpoint.write_text(sweep_dir / "ablation.md", markdown(groups, keys, metrics)),
-        "png": plot(rows, keys, metrics, sweep_dir / "ablation.png", scatter),
+        "csv": write_text(sweep.ablation_csv, text.getvalue()),
+        "md": write_text(sweep.ablation_md, markdown(groups, keys, metrics)),
+        "png": plot(rows, keys, metrics, sweep.ablation_png, scatter),
     }
-    spectrum = spectrum_plot(rows, keys, sweep_dir / "spectrum.png")
+    spectrum = spectrum_plot(rows, keys, sweep.spectrum_png)
     if spectrum is not None:
         paths["spectrum"] = spectrum
     return paths
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.ablate", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("--scatter", nargs=2, metavar=("X", "Y"),
                         help="metrics of the scatter panel (default: the first *.top1 and the first *.mrr reported)")
     args = parser.parse_args(argv)
-    try:
-        paths = ablate(args.sweep_dir, tuple(args.scatter) if args.scatter else None)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    paths = ablate(args.sweep_dir, tuple(args.scatter) if args.scatter else None)
     print(paths["md"].read_text())
     print("\n".join(f"wrote {p}" for p in paths.values()))
     return 0

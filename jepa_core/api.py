@@ -22,7 +22,7 @@ loggers            runtime hookimpls                           ``Cls(config, run
 from __future__ import annotations
 
 from jepa_core import hookimpl
-from jepa_core.checkpoint import atomic_write, write_json, write_text
+from jepa_core.rundir import RunDir, SweepDir, atomic_write, write_json, write_text
 from jepa_core.config import dump_yaml, to_dict
 from jepa_core.data import build_eval_loader, mix_seed, splitmix64
 from jepa_core.encoder import gather_tokens, init_vit_weights, sincos_2d
@@ -45,5 +45,5 @@ __all__ = [
     "Evaluator", "RunView", "LabelledDataset", "SPLITS", "check_split", "dataset_tasks", "task_labels",
     # helpers
     "gather_tokens", "sincos_2d", "init_vit_weights", "normalize", "mix_seed", "splitmix64", "build_eval_loader",
-    "atomic_write", "write_json", "write_text", "dump_yaml", "to_dict",
+    "atomic_write", "write_json", "write_text", "RunDir", "SweepDir", "dump_yaml", "to_dict",
 ]

@@ -1,89 +1,29 @@
-"""Checkpoints and other run files, written so that a crash never leaves half a file.
+"""Checkpoints: written atomically, holding only what loads without running code.
 
-Every write goes to a temporary name in the same directory, is fsynced and
-then renamed over the old file, so ``checkpoints/latest.pt`` is always a
-complete checkpoint (the previous one if the crash or a full disk came
-mid-write). Checkpoints hold only tensors and plain containers and are read
+They are written through :func:`jepa_core.rundir.atomic_write`, so the run's
+checkpoint is always a complete one (the previous one if a crash or a full
+disk came mid-write). They hold only tensors and plain containers and are read
 with ``weights_only=True``: opening a run directory someone else wrote never
 runs their code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import io
-import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from jepa_core import rundir
 from jepa_core.errors import RunError
 
-LATEST = "latest.pt"
 FORMAT = 1
 
 
 class CheckpointError(RunError):
     """A checkpoint is missing, cut short, unsafe or of another architecture; one line says which."""
-
-
-class WriteError(RunError):
-    """A run file could not be written (disk full, permissions); the previous file is intact."""
-
-
-def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write ``path`` through ``write(file)`` atomically (temp file, fsync, rename).
-
-    On any failure the temporary file is removed and ``path`` keeps its old
-    content; an ``OSError`` (ENOSPC, EACCES, ...) becomes a one-line :class:`WriteError`.
-    """
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if isinstance(exc, OSError):
-            reason = errno.errorcode.get(exc.errno, "error") if exc.errno else type(exc).__name__
-            raise WriteError(f"could not write {path}: {exc.strerror or exc} ({reason}); "
-                             "the previous file, if any, is intact") from None
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text), mode="w")
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def latest(run_dir: str | Path) -> Path | None:
-    path = checkpoint_dir(run_dir) / LATEST
-    return path if path.is_file() else None
 
 
 _PLAIN = (torch.Tensor, int, float, bool, str, bytes, type(None))
@@ -110,7 +50,7 @@ def save(run_dir: str | Path, state: dict[str, Any]) -> Path:
     _check_plain(state, "state")
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    return atomic_write(checkpoint_dir(run_dir) / LATEST, lambda f: f.write(buffer.getbuffer()))
+    return rundir.atomic_write(rundir.RunDir(run_dir).checkpoint, lambda f: f.write(buffer.getbuffer()))
 
 
 def load(path: str | Path) -> dict[str, Any]:

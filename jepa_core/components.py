@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jepa_core.manager import PluginLoadError, get_registries
+from jepa_core.errors import UserError, cli
+from jepa_core.manager import get_registries
 
 
 def format_table(registries) -> str:
@@ -22,6 +23,7 @@ def format_table(registries) -> str:
     )
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.components", description=__doc__.splitlines()[0])
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
@@ -29,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         registries = get_registries(args.plugin)
-    except (PluginLoadError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # two plugins registering one name
+        raise UserError(str(exc)) from None
     print(format_table(registries))
     return 0
 

@@ -20,6 +20,7 @@ import attrs
 import yaml
 
 from jepa_core import schema
+from jepa_core.errors import UserError
 from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.registries import did_you_mean
 
@@ -27,7 +28,7 @@ SET_ORIGIN = "--set"
 SWEEP_KEY = "sweep"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A one-line, user-facing config problem (the launcher exits 2 on it)."""
 
 

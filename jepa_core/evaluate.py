@@ -20,12 +20,10 @@ from torch import nn
 
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
-from jepa_core.errors import RunError
+from jepa_core.errors import cli
 from jepa_core.experiment import Experiment, build_experiment, build_predictor
+from jepa_core.rundir import RunDir, write_json
 from jepa_core.views import Views
-
-EVAL_JSON = "eval.json"
-RANDOM_INIT_JSON = "eval_random_init.json"
 
 
 @attrs.define
@@ -78,7 +76,8 @@ def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None
         torch.manual_seed(run.seed)
         with torch.random.fork_rng():
             results[name] = {k: float(v) for k, v in evaluator.evaluate(run).items()}
-    checkpoint.write_json(Path(run_dir) / (RANDOM_INIT_JSON if random_init else EVAL_JSON), results)
+    out = RunDir(run_dir)
+    write_json(out.eval_random_init if random_init else out.eval, results)
     if not random_init:
         exp.pm.hook.jepa_after_evaluation(results=results, run_dir=str(run_dir))
     return results
@@ -109,18 +108,17 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
     ``random_init``: keep the freshly initialised weights (seeded by ``train.seed``), the
     baseline a trained encoder must beat; the run still needs a checkpoint to compare with.
     """
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise ConfigError(f"{run_dir}: not a run directory (no config.yaml)")
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        raise ConfigError(f"{run_dir}: not a run directory (no {run.config.name})")
     extra = list(overrides)
     if evaluators:
         extra.append("eval=[" + ", ".join(f"{{name: {n}}}" for n in evaluators) + "]")
-    loaded = load_config(config_path, extra)
+    loaded = load_config(run.config, extra)
     exp = build_experiment(loaded)
-    path = checkpoint.latest(run_dir)
+    path = run.latest_checkpoint()
     if path is None:
-        raise ConfigError(f"{run_dir}: no checkpoint in {checkpoint.checkpoint_dir(run_dir)} (train first)")
+        raise ConfigError(f"{run_dir}: no checkpoint in {run.checkpoints} (train first)")
     if not random_init:
         try:
             checkpoint.load_modules(exp.modules(), checkpoint.load(path), str(path))
@@ -129,6 +127,7 @@ def load_run(run_dir: str | Path, evaluators: list[str] = (), overrides: list[st
     return exp
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -136,21 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluator to run (repeatable; default: the config's eval: list)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     parser.add_argument("--random-init", action="store_true",
-                        help=f"evaluate the same architecture at initialisation instead (writes {RANDOM_INIT_JSON})")
+                        help="evaluate the same architecture at initialisation instead "
+                             f"(writes {RunDir('RUN_DIR').eval_random_init})")
     args = parser.parse_args(argv)
-    try:
-        exp = load_run(args.run_dir, args.evaluator, args.overrides, random_init=args.random_init)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    exp = load_run(args.run_dir, args.evaluator, args.overrides, random_init=args.random_init)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for module in exp.modules().values():
         module.to(device)
-    try:
-        results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
-    except RunError as exc:  # e.g. the disk filled up while writing eval.json
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    results = run_evaluators(exp, args.run_dir, random_init=args.random_init)
     print(format_results(results))
     return 0
 

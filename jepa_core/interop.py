@@ -37,8 +37,10 @@ import torch
 
 from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
+from jepa_core.errors import cli
 from jepa_core.experiment import Experiment, build_experiment
-from jepa_core.run import CONFIG, check_run_dir, write_config
+from jepa_core.run import check_run_dir, write_config
+from jepa_core.rundir import RunDir, atomic_write
 
 PREDICTOR_NAMES = {"predictor_embed.": "embed.", "predictor_blocks.": "blocks.",
                    "predictor_norm.": "norm.", "predictor_proj.": "proj.", "mask_token": "mask_token"}
@@ -113,7 +115,7 @@ def import_ijepa(ckpt: str | Path, config: str | Path, run_dir: str | Path, over
     if exp.predictor is None or exp.target.target_encoder(exp.encoder) is exp.encoder:
         raise ConfigError(f"{config}: I-JEPA checkpoints need a config with a predictor and an ema target")
     run_dir = Path(run_dir)
-    if checkpoint.latest(run_dir) is not None:
+    if RunDir(run_dir).latest_checkpoint() is not None:
         raise ConfigError(f"--output {run_dir}: already holds a checkpoint; import into a new directory")
     check_run_dir(run_dir, loaded)
     try:
@@ -146,12 +148,13 @@ def export_timm(run_dir: str | Path, out: str | Path, which: str = "target") -> 
 
     run = trained_run(load_run(run_dir))
     encoder = run.target_encoder if which == "target" else run.encoder
-    checkpoint.atomic_write(out, lambda f: torch.save(timm_state(encoder), f))
+    atomic_write(out, lambda f: torch.save(timm_state(encoder), f))
     kwargs = ", ".join(f"{k}={v!r}" for k, v in timm_kwargs(encoder).items())
     return (f"timm.create_model({encoder.name!r}, pretrained=True, num_classes=0, "
             f"pretrained_cfg_overlay=dict(file={str(out)!r}), {kwargs})")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.interop", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,17 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     exp_.add_argument("--encoder", choices=("target", "online"), default="target",
                       help="which encoder to export (default: the EMA target, which I-JEPA evaluates)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "import-ijepa":
-            run_dir = import_ijepa(args.checkpoint, args.config, args.output, args.overrides)
-            print(f"imported {args.checkpoint} into {run_dir} ({CONFIG} + checkpoints/{checkpoint.LATEST}); "
-                  f"evaluate with: python -m jepa_core.evaluate {run_dir}")
-        else:
-            line = export_timm(args.run_dir, args.out, args.encoder)
-            print(f"wrote {args.out}; load it with:\n  {line}")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.command == "import-ijepa":
+        run = RunDir(import_ijepa(args.checkpoint, args.config, args.output, args.overrides))
+        print(f"imported {args.checkpoint} into {run.path} ({run.config.name} + "
+              f"{run.checkpoint.relative_to(run.path)}); evaluate with: python -m jepa_core.evaluate {run.path}")
+    else:
+        line = export_timm(args.run_dir, args.out, args.encoder)
+        print(f"wrote {args.out}; load it with:\n  {line}")
     return 0
 
 

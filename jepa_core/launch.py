@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from jepa_core import runlock, sweep
-from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config
-from jepa_core.errors import RunError
+from jepa_core.config import LoadedConfig, dump_yaml, load_config
+from jepa_core.errors import RunError, UserError, cli
 from jepa_core.experiment import Experiment, build_experiment
-from jepa_core.run import check_run_dir, execute, write_config
-
-if TYPE_CHECKING:
-    from jepa_core.distributed import DistInfo
+from jepa_core.run import check_run_dir, execute, execute_dir, report, write_config
+from jepa_core.rundir import RunDir, SweepDir
 
 DEFAULT_ROOT = Path("runs")
 
@@ -59,6 +56,7 @@ def describe(exp: Experiment) -> str:
             f"# patch grid: {exp.encoder.grid[0]}x{exp.encoder.grid[1]}")
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -70,35 +68,27 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--parallel must be >= 1")
     if sweep.is_sweep(args.config):
         return launch_sweep(args)
-    try:
-        loaded = load_config(args.config, args.overrides)
-        exp = build_experiment(loaded)
-        run_dir = run_dir_for(loaded, args.output)
-        if not args.dry_run:
-            check_run_dir(run_dir, loaded)
-            runlock.check_free(run_dir)
-        if args.slurm:
-            from jepa_core import slurm
+    loaded = load_config(args.config, args.overrides)
+    exp = build_experiment(loaded)
+    run_dir = run_dir_for(loaded, args.output)
+    if not args.dry_run:
+        check_run_dir(run_dir, loaded)
+        runlock.check_free(run_dir)
+    if args.slurm:
+        from jepa_core import slurm, slurm_params
 
-            script = slurm.sbatch_script(loaded.config, run_dir)  # checks the slurm: block too
-            if not args.dry_run:
-                slurm.require_slurm()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        folder = RunDir(run_dir.resolve()).submitit  # where slurm.submit puts it
+        script = slurm_params.sbatch_script(loaded.config, folder)  # checks the slurm: block too
+        if not args.dry_run:
+            slurm.require_slurm()
     if args.dry_run:
         print(describe(exp))
         if args.slurm:
-            print(f"# ---- sbatch script (not submitted); submitit's folder: {Path(run_dir).resolve() / slurm.FOLDER}")
+            print(f"# ---- sbatch script (not submitted); submitit's folder: {folder}")
             print(script)
         return 0
     if args.slurm:
-        try:
-            job = slurm.submit(exp, run_dir)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(slurm.describe_job(job, run_dir))
+        print(slurm.describe_job(slurm.submit(exp, run_dir), run_dir))
         return 0
     if args.nproc > 1:
         print(f"run directory: {run_dir} ({args.nproc} processes)")
@@ -110,12 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run directory: {run_dir}")
     try:
         result = execute(exp, run_dir, dist)
-    except ConfigError as exc:  # the run directory was taken between the check above and the lock
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     finally:
         distributed.shutdown()
     if dist.is_main:
@@ -125,26 +109,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def launch_sweep(args: argparse.Namespace) -> int:
     """A sweep file: validate and build every member, then run them here or as one Slurm array."""
-    try:
-        members = sweep.expand(args.config, args.output, args.overrides)
-        sweep_dir = members[0].run_dir.parent
-        for member in members:
-            try:
-                build_experiment(member.loaded)
-                if not args.dry_run:
-                    check_run_dir(member.run_dir, member.loaded)
-                    runlock.check_free(member.run_dir)
-            except ConfigError as exc:
-                raise ConfigError(f"{exc} (sweep member {member.name})") from None
-        if args.slurm:
-            from jepa_core import slurm
-
-            script = slurm.sbatch_script(members[0].loaded.config, sweep_dir, array_size=len(members))
+    members = sweep.expand(args.config, args.output, args.overrides)
+    sweep_dir = members[0].run_dir.parent
+    for member in members:
+        try:
+            build_experiment(member.loaded)
             if not args.dry_run:
-                slurm.require_slurm()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                check_run_dir(member.run_dir, member.loaded)
+                runlock.check_free(member.run_dir)
+        except UserError as exc:
+            raise UserError(f"{exc} (sweep member {member.name})") from None
+    if args.slurm:
+        from jepa_core import slurm, slurm_params
+
+        folder = SweepDir(sweep_dir.resolve()).submitit  # one array's, for the dry run and the submission
+        script = slurm_params.sbatch_script(members[0].loaded.config, folder, array_size=len(members))
+        if not args.dry_run:
+            slurm.require_slurm()
     print(f"sweep directory: {sweep_dir} ({len(members)} members)")
     for member in members:
         print(f"  {member.name}: {member.state}")
@@ -154,12 +135,8 @@ def launch_sweep(args: argparse.Namespace) -> int:
         return 0
     if args.slurm:
         todo = [m for m in members if m.state != "finished"]
-        try:
-            sweep.prepare(members, sweep_dir, args.config)
-            jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo]) if todo else []
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        sweep.prepare(members, sweep_dir, args.config)
+        jobs = slurm.submit_array([(m.loaded, m.run_dir) for m in todo], folder) if todo else []
         for member, job in zip(todo, jobs):
             print(f"  {member.name}: Slurm job {job.job_id}")
         if jobs:
@@ -173,34 +150,7 @@ def launch_sweep(args: argparse.Namespace) -> int:
     return 0 if all(state == "finished" for state in states) else 1
 
 
-def report(result: dict) -> None:
-    metrics = result["metrics"]
-    if metrics:
-        print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}")
-    if result["eval"]:
-        from jepa_core.evaluate import format_results
-
-        print(format_results(result["eval"], result.get("eval_random_init")))
-
-
 # ------------------------------------------------------------ several processes
-
-def run_from_dir(run_dir: str | Path, locked: bool = False) -> tuple[dict, DistInfo]:
-    """In a worker: re-load run_dir/config.yaml, join the process group, train (resume) and evaluate.
-
-    ``locked``: the parent process holds the run directory's lock.
-    """
-    from jepa_core import distributed
-    from jepa_core.run import CONFIG
-
-    run_dir = Path(run_dir)
-    exp = build_experiment(load_config(run_dir / CONFIG))
-    dist = distributed.init(exp.config.train.device)
-    try:
-        return execute(exp, run_dir, dist, locked=locked), dist
-    finally:
-        distributed.shutdown()
-
 
 def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
     import os
@@ -211,7 +161,7 @@ def _local_worker(rank: int, nproc: int, port: int, run_dir: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if not torch.cuda.is_available():  # share the cores instead of each process taking them all
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
-    result, dist = run_from_dir(run_dir, locked=True)
+    result, dist = execute_dir(run_dir, locked=True)  # the parent holds the run directory's lock
     if dist.is_main:
         report(result)
 
@@ -223,23 +173,15 @@ def run_local_processes(exp: Experiment, run_dir: str | Path, nproc: int) -> int
     from jepa_core import launch as this  # by module name, also when run as __main__
     from jepa_core.distributed import free_port
 
-    try:
-        lock = runlock.RunLock(run_dir).acquire()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run_dir = write_config(exp.config, run_dir)
-    try:
-        mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
-    except mp.ProcessRaisedException as exc:
-        lines = str(exc).strip().splitlines()
-        print(f"error: {lines[0]} {lines[-1]}", file=sys.stderr)
-        return 1
-    except mp.ProcessExitedException as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        lock.release()
+    with runlock.RunLock(run_dir):
+        run_dir = write_config(exp.config, run_dir)
+        try:
+            mp.spawn(this._local_worker, args=(nproc, free_port(), str(run_dir)), nprocs=nproc, join=True)
+        except mp.ProcessRaisedException as exc:
+            lines = str(exc).strip().splitlines()
+            raise RunError(f"{lines[0]} {lines[-1]}") from None
+        except mp.ProcessExitedException as exc:
+            raise RunError(str(exc)) from None
     return 0
 
 

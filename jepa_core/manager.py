@@ -23,6 +23,7 @@ from typing import Iterable
 import pluggy
 
 from jepa_core import PROJECT, hookspecs
+from jepa_core.errors import UserError
 from jepa_core.registries import KINDS, Registry, did_you_mean
 
 ENTRY_POINT_GROUP = PROJECT
@@ -30,7 +31,7 @@ AUTOLOAD_ENV = "JEPA_CORE_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_DISTRIBUTION = "jepa-core"
 
 
-class PluginLoadError(ImportError):
+class PluginLoadError(UserError, ImportError):
     """A plugin cannot be used: it fails to import or implements a hook wrongly; the message says which."""
 
 

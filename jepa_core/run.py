@@ -1,37 +1,26 @@
 """One run, start to end: run directory, loggers, training, evaluation.
 
 Shared by the local launcher, Slurm jobs and sweeps, so a run behaves the
-same wherever it executes.
+same wherever it executes. ``python -m jepa_core.run RUN_DIR`` executes the
+run a directory holds (:func:`execute_dir`): how a sweep runs each member here.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import json
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
-from jepa_core import checkpoint, hookimpl
-from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, to_dict
+from jepa_core import distributed, hookimpl
+from jepa_core.config import ConfigError, LoadedConfig, dump_yaml, load_config, to_dict
 from jepa_core.distributed import DistInfo
-from jepa_core.errors import RunError
-from jepa_core.experiment import Experiment, at
-
-CONFIG = "config.yaml"
-STATUS = "status.json"
-
-
-def run_state(run_dir: str | Path) -> str:
-    """pending (nothing yet), started (checkpoint or metrics), finished or failed."""
-    run_dir = Path(run_dir)
-    status = run_dir / STATUS
-    if status.is_file():
-        return json.loads(status.read_text()).get("state", "unknown")
-    if checkpoint.latest(run_dir) or (run_dir / "metrics.jsonl").is_file():
-        return "started"
-    return "pending"
+from jepa_core.errors import RunError, cli
+from jepa_core.experiment import Experiment, at, build_experiment
+from jepa_core.rundir import RunDir, write_json, write_text
 
 
 def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
@@ -46,7 +35,7 @@ def _first_difference(old: Any, new: Any, prefix: str = "") -> str | None:
 
 def check_run_dir(run_dir: str | Path, loaded: LoadedConfig) -> None:
     """Refuse to reuse a run directory that holds another experiment (before writing anything)."""
-    path = Path(run_dir) / CONFIG
+    path = RunDir(run_dir).config
     if not path.is_file():
         if Path(run_dir).is_file():
             raise ConfigError(f"--output {run_dir}: is a file, not a directory")
@@ -68,11 +57,10 @@ def write_config(config: Any, run_dir: str | Path) -> Path:
 
     Call :func:`check_run_dir` first, before anything is written.
     """
-    run_dir = Path(run_dir).resolve()
-    if not (run_dir / CONFIG).exists():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_text(run_dir / CONFIG, dump_yaml(config))
-    return run_dir
+    run = RunDir(Path(run_dir).resolve())
+    if not run.config.exists():
+        write_text(run.config, dump_yaml(config))
+    return run.path
 
 
 @contextlib.contextmanager
@@ -98,14 +86,14 @@ def loggers(exp: Experiment, run_dir: Path, dist: DistInfo) -> Iterator[None]:
 class _CollapseStatus:
     """Notes the run's first collapse alarm in status.json, at once and in the final status."""
 
-    def __init__(self, run_dir: Path):
-        self.run_dir, self.first = run_dir, None
+    def __init__(self, run: RunDir):
+        self.run, self.first = run, None
 
     @hookimpl
     def jepa_on_collapse(self, step, health, reasons):
         if self.first is None:
             self.first = {"step": step, "reasons": reasons}
-            checkpoint.write_json(self.run_dir / STATUS, {"state": "running", "collapse": self.first})
+            write_json(self.run.status, {"state": "running", "collapse": self.first})
 
     def status(self, **fields: Any) -> dict[str, Any]:
         return {**fields, "collapse": self.first} if self.first else fields
@@ -122,15 +110,15 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
     from jepa_core.runlock import RunLock
     from jepa_core.train import Trainer
 
-    run_dir = Path(run_dir)
+    run_dir, run = Path(run_dir), RunDir(run_dir)
     dist = dist or DistInfo()
     owner = RunLock(run_dir) if dist.is_main and not locked else contextlib.nullcontext()
     with owner:
         if dist.is_main:
             write_config(exp.config, run_dir)
-        if dist.is_main and (run_dir / STATUS).exists():
-            (run_dir / STATUS).unlink()  # running again: neither finished nor failed until it ends
-        status = _CollapseStatus(run_dir)
+        if dist.is_main and run.status.exists():
+            run.status.unlink()  # running again: neither finished nor failed until it ends
+        status = _CollapseStatus(run)
         exp.pm.register(status, name="collapse-status")
         try:
             with loggers(exp, run_dir, dist):
@@ -140,23 +128,75 @@ def execute(exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None,
         except Exception as exc:
             if dist.is_main:
                 with contextlib.suppress(RunError):  # a full disk must not hide the error that stopped the run
-                    checkpoint.write_json(run_dir / STATUS, status.status(
+                    write_json(run.status, status.status(
                         state="failed", error=f"{type(exc).__name__}: {exc}"))
             raise
         finally:
             exp.pm.unregister(status)
         if dist.is_main:
-            checkpoint.write_json(run_dir / STATUS, status.status(state="finished", step=metrics.get("step")))
+            write_json(run.status, status.status(state="finished", step=metrics.get("step")))
     return {"metrics": metrics, "eval": results, "eval_random_init": baseline}
 
 
 def _random_init_baseline(exp: Experiment, run_dir: Path) -> dict[str, dict[str, float]]:
     """The evaluators on the same architecture as built before training (``train.seed``), untrained."""
     from jepa_core.evaluate import run_evaluators
-    from jepa_core.experiment import build_experiment
 
     fresh = build_experiment(exp.loaded, exp.registries)
     device = next(exp.encoder.parameters()).device
     for module in fresh.modules().values():
         module.to(device)
     return run_evaluators(fresh, run_dir, random_init=True)
+
+
+def execute_dir(run_dir: str | Path, locked: bool = False,
+                started: Callable[[Experiment, DistInfo], None] | None = None) -> tuple[dict[str, Any], DistInfo]:
+    """Execute the run ``run_dir`` holds: what ``--nproc`` workers, Slurm jobs and sweep members run.
+
+    The config comes from the run directory's config.yaml, which the launcher
+    wrote once it had validated it, not from the user's YAML, which may have
+    changed since (a requeued job, a relaunched sweep). The process joins the
+    group its environment asks for (torchrun's variables, a Slurm job's tasks);
+    ``started(exp, dist)`` runs once it has. The group is left when the run
+    ends, not when it fails or is preempted: the process ends then, and a
+    preempted job's ranks still agree on its requeue through the group.
+    """
+    exp = build_experiment(load_config(RunDir(run_dir).config))
+    dist = distributed.init(exp.config.train.device)
+    if started is not None:
+        started(exp, dist)
+    result = execute(exp, run_dir, dist, locked=locked)
+    distributed.shutdown()
+    return result, dist
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the final loss and the evaluation table (with the random-init baseline when measured)."""
+    metrics = result["metrics"]
+    if metrics:
+        print(f"finished at step {metrics['step']}: loss {metrics['loss']:.4f}")
+    if result["eval"]:
+        from jepa_core.evaluate import format_results
+
+        print(format_results(result["eval"], result.get("eval_random_init")))
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa_core.run",
+                                     description="Execute (or resume) the run a run directory holds.")
+    parser.add_argument("run_dir", help="a run directory the launcher wrote")
+    args = parser.parse_args(argv)
+
+    def announce(exp: Experiment, dist: DistInfo) -> None:
+        if dist.is_main:
+            print(f"run directory: {args.run_dir}", flush=True)
+
+    result, dist = execute_dir(args.run_dir, started=announce)
+    if dist.is_main:
+        report(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

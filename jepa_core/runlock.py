@@ -21,13 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from jepa_core.config import ConfigError
+from jepa_core.errors import UserError
+from jepa_core.rundir import RunDir
 
-LOCK = ".lock"
 
-
-class RunDirBusy(ConfigError):
-    """Another live process owns the run directory (the launcher exits 2, like a config error)."""
+class RunDirBusy(UserError):
+    """Another live process owns the run directory."""
 
 
 def _holder(path: Path) -> str:
@@ -45,7 +44,7 @@ class RunLock:
     """Hold ``run_dir``'s lock for the life of this object's ``with`` block (or until :meth:`release`)."""
 
     def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / LOCK
+        self.path = RunDir(run_dir).lock
         self._fd: int | None = None
 
     def acquire(self) -> "RunLock":
@@ -86,5 +85,5 @@ class RunLock:
 
 def check_free(run_dir: str | Path) -> None:
     """Raise :class:`RunDirBusy` when a live process owns ``run_dir`` (probing, holding nothing)."""
-    if (Path(run_dir) / LOCK).exists():
+    if RunDir(run_dir).lock.exists():
         RunLock(run_dir).acquire().release()

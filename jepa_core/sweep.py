@@ -30,11 +30,8 @@ from typing import Any
 import attrs
 import yaml
 
-from jepa_core import checkpoint
 from jepa_core.config import SWEEP_KEY, ConfigError, LoadedConfig, load_raw, resolve
-from jepa_core.run import run_state
-
-MANIFEST = "manifest.json"
+from jepa_core.rundir import RunDir, SweepDir, write_json
 #: a zip entry that names each zipped row (run directories, tables) and sets no config key
 LABEL = "label"
 ZIPPED = "_zipped"
@@ -52,7 +49,7 @@ class Member:
 
     @property
     def state(self) -> str:
-        return run_state(self.run_dir)
+        return RunDir(self.run_dir).state()
 
 
 def is_sweep(path: str | Path) -> bool:
@@ -128,8 +125,8 @@ def expand(path: str | Path, sweep_dir: str | Path | None, overrides: list[str] 
         except ConfigError as exc:
             raise ConfigError(f"{exc} (sweep member {assignment})") from None
         name = member_name({**assignment, ZIPPED: tuple(block.get("zip") or ())}) or "base"
-        root = Path(sweep_dir) if sweep_dir else Path("runs") / loaded.config.name
-        members.append(Member(name, assignment, loaded, root / name))
+        root = SweepDir(sweep_dir if sweep_dir else Path("runs") / loaded.config.name)
+        members.append(Member(name, assignment, loaded, root.member(name).path))
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: sweep: members with the same overrides: {names}")
@@ -139,16 +136,16 @@ def expand(path: str | Path, sweep_dir: str | Path | None, overrides: list[str] 
 def write_manifest(sweep_dir: str | Path, members: list[Member], source: str | Path) -> Path:
     entries = [{"name": m.name, "overrides": m.overrides, "run_dir": str(m.run_dir), "state": m.state}
                for m in members]
-    return checkpoint.write_json(Path(sweep_dir) / MANIFEST, {"sweep": str(source), "members": entries})
+    return write_json(SweepDir(sweep_dir).manifest, {"sweep": str(source), "members": entries})
 
 
 def read_manifest(sweep_dir: str | Path) -> dict[str, Any]:
-    path = Path(sweep_dir) / MANIFEST
+    path = SweepDir(sweep_dir).manifest
     if not path.is_file():
-        raise ConfigError(f"{sweep_dir}: not a sweep directory (no {MANIFEST})")
+        raise ConfigError(f"{sweep_dir}: not a sweep directory (no {path.name})")
     manifest = json.loads(path.read_text())
     for entry in manifest["members"]:
-        entry["state"] = run_state(Path(entry["run_dir"]))
+        entry["state"] = RunDir(entry["run_dir"]).state()
     return manifest
 
 
@@ -180,9 +177,9 @@ def run_local(members: list[Member], sweep_dir: str | Path, source: str | Path, 
         while len(running) >= parallel:
             running = _reap(running)
         print(f"[sweep] {member.name}: starting in {member.run_dir}")
-        cmd = [sys.executable, "-m", "jepa_core.launch", str(member.run_dir / "config.yaml"),
-               "--output", str(member.run_dir)]
-        with open(member.run_dir / "launch.log", "a") as log:  # the child keeps its own descriptor
+        run = RunDir(member.run_dir)
+        cmd = [sys.executable, "-m", "jepa_core.run", str(run.path)]  # execute_dir, in a process of its own
+        with open(run.launch_log, "a") as log:  # the child keeps its own descriptor
             running.append((member, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
         write_manifest(sweep_dir, members, source)
     while running:

@@ -26,10 +26,8 @@ from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment
 from jepa_core.health import HealthMonitor, prediction_cosine
 from jepa_core.precision import Precision, choose
+from jepa_core.rundir import RunDir, write_json, write_text
 from jepa_core.schedules import cosine, warmup_cosine
-
-METRICS = "metrics.jsonl"
-PRECISION = "precision.json"  # what train.precision resolved to, and the measurement behind it
 
 
 class NonFiniteLoss(RunError):
@@ -87,7 +85,7 @@ class Trainer:
     def __init__(self, exp: Experiment, run_dir: str | Path, dist: DistInfo | None = None):
         self.exp = exp
         self.cfg = exp.config
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.dist = dist or DistInfo()
         self.device = pick_device(self.cfg.train.device) if not self.dist.device else self.dist.device
         self.precision = self._choose_precision()
@@ -129,7 +127,7 @@ class Trainer:
         return state
 
     def resume(self) -> int:
-        path = checkpoint.latest(self.run_dir)
+        path = self.run.latest_checkpoint()
         if path is None:
             return 0
         state = checkpoint.load(path)
@@ -145,15 +143,15 @@ class Trainer:
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics logged after the checkpoint we resume from (they will be redone) and any torn line."""
-        path = self.run_dir / METRICS
+        path = self.run.metrics
         if not path.exists():
             return
         keep = [line for line in path.read_text().splitlines() if (s := _step_of(line)) is not None and s <= step]
-        checkpoint.write_text(path, "".join(line + "\n" for line in keep))
+        write_text(path, "".join(line + "\n" for line in keep))
 
     def _log(self, metrics: dict[str, float]) -> None:
         """Append one line with a single ``write``: a killed process leaves whole lines."""
-        fd = os.open(self.run_dir / METRICS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.run.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (json.dumps(metrics) + "\n").encode())
         finally:
@@ -168,8 +166,7 @@ class Trainer:
         if self._saved_step is None:
             kept = "no checkpoint was written before it"
         else:
-            kept = f"the last good checkpoint, {checkpoint.checkpoint_dir(self.run_dir) / checkpoint.LATEST} " \
-                   f"(step {self._saved_step}), is untouched"
+            kept = f"the last good checkpoint, {self.run.checkpoint} (step {self._saved_step}), is untouched"
         raise NonFiniteLoss(f"loss became non-finite {where}; the run stopped and {kept}; "
                             "lower optim.lr or set optim.clip_grad")
 
@@ -241,7 +238,7 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         if self.dist.is_main:
-            path = checkpoint.save(self.run_dir, self.state_dict(step))
+            path = checkpoint.save(self.run.path, self.state_dict(step))
             self._saved_step = step
             self.exp.pm.hook.jepa_on_checkpoint(step=step, path=str(path))
 
@@ -260,9 +257,9 @@ class Trainer:
         schedule = Schedule(total, warmup_steps(exp, sampler.steps_per_epoch, total), cfg.optim)
         if self.dist.is_main:
             self._truncate_metrics(start)
-            checkpoint.write_json(self.run_dir / PRECISION, attrs.asdict(self.precision))
+            write_json(self.run.precision, attrs.asdict(self.precision))
             print(self.precision.summary(), flush=True)
-            exp.pm.hook.jepa_run_start(run_dir=str(self.run_dir), config=cfg, start_step=start, total_steps=total)
+            exp.pm.hook.jepa_run_start(run_dir=str(self.run.path), config=cfg, start_step=start, total_steps=total)
         metrics: dict[str, float] = {}
         step = start
         bar = _progress(start, total) if self.dist.is_main else None
@@ -310,7 +307,7 @@ class Trainer:
         if bar is not None:
             bar.close()
         if self.dist.is_main:
-            exp.pm.hook.jepa_run_end(run_dir=str(self.run_dir), step=step, metrics=metrics)
+            exp.pm.hook.jepa_run_end(run_dir=str(self.run.path), step=step, metrics=metrics)
         return metrics
 
 

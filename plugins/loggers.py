@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from jepa_core.api import dump_yaml, hookimpl, to_dict, write_text
+from jepa_core.api import SweepDir, dump_yaml, hookimpl, to_dict, write_text
 
 
 class CSVLogger:
@@ -218,12 +218,10 @@ class WandbLogger:
         return run_id
 
     def group(self) -> str | None:
-        from jepa_core.sweep import MANIFEST
-
         if self.config.group is not None:
             return self.config.group
         parent = self.run_dir.resolve().parent
-        return parent.name if (parent / MANIFEST).is_file() else None
+        return parent.name if SweepDir(parent).manifest.is_file() else None
 
     @hookimpl
     def jepa_run_start(self, run_dir, config, start_step, total_steps):

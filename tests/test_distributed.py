@@ -15,6 +15,7 @@ from jepa_core.config import load_config
 from jepa_core.data import build_loader
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
+from jepa_core.rundir import RunDir
 from jepa_core.train import Trainer
 from helpers import DDP_RTOL, assert_all_close_scaled, read_metrics
 
@@ -199,7 +200,7 @@ def test_local_nproc_2_trains_in_lockstep_and_only_rank_0_writes(tiny_config, tm
     assert len(set(rank0)) == steps  # ... and they did change every step
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, steps + 1))  # written once
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == steps + 1  # header + one row a step
-    assert checkpoint.load(checkpoint.latest(run_dir))["step"] == steps
+    assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == steps
 
 
 def test_nproc_is_refused_with_slurm(tiny_config, capsys):

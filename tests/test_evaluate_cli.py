@@ -4,10 +4,9 @@ import json
 
 import pytest
 
-from jepa_core import checkpoint
-from jepa_core.evaluate import EVAL_JSON, RANDOM_INIT_JSON
 from jepa_core.evaluate import main as evaluate
 from jepa_core.launch import main as launch
+from jepa_core.rundir import RunDir
 
 FAST = "eval=[{name: knn, max_train: 64, max_val: 32, k: [1, 3]}]"
 
@@ -27,10 +26,10 @@ def trained(tmp_path_factory):
 
 
 def test_training_writes_eval_json_and_evaluate_reproduces_it(trained, capsys):
-    first = json.loads((trained / EVAL_JSON).read_text())
+    first = json.loads(RunDir(trained).eval.read_text())
     assert set(first["knn"]) == {"top1_k1", "top1_k3"}
     assert evaluate([str(trained)]) == 0
-    assert json.loads((trained / EVAL_JSON).read_text()) == first  # same run, same seed, same metrics
+    assert json.loads(RunDir(trained).eval.read_text()) == first  # same run, same seed, same metrics
     assert "knn" in capsys.readouterr().out
 
 
@@ -45,10 +44,10 @@ def test_bad_runs_are_one_line_errors_and_eval_json_is_untouched(trained, tmp_pa
     run_dir = tmp_path / "copy"
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text((trained / "config.yaml").read_text())
-    (run_dir / EVAL_JSON).write_text('{"previous": {"top1": 0.5}}\n')
-    latest = checkpoint.checkpoint_dir(run_dir) / checkpoint.LATEST
+    RunDir(run_dir).eval.write_text('{"previous": {"top1": 0.5}}\n')
+    latest = RunDir(run_dir).checkpoint
     latest.parent.mkdir()
-    latest.write_bytes(checkpoint.latest(trained).read_bytes())
+    latest.write_bytes(RunDir(trained).checkpoint.read_bytes())
     argv = [str(run_dir)]
     if case == "no_config":
         (run_dir / "config.yaml").unlink()
@@ -63,7 +62,7 @@ def test_bad_runs_are_one_line_errors_and_eval_json_is_untouched(trained, tmp_pa
     assert evaluate(argv) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err, err
-    assert (run_dir / EVAL_JSON).read_text() == '{"previous": {"top1": 0.5}}\n'
+    assert RunDir(run_dir).eval.read_text() == '{"previous": {"top1": 0.5}}\n'
 
 
 def test_a_minute_of_ijepa_beats_random_init_on_linear_probe_and_knn(tmp_path):
@@ -73,8 +72,8 @@ def test_a_minute_of_ijepa_beats_random_init_on_linear_probe_and_knn(tmp_path):
     run_dir = tmp_path / "run"
     assert launch([str(ROOT / "experiments" / "ijepa_cpu.yaml"), "--output", str(run_dir)]) == 0
     assert evaluate([str(run_dir), "--random-init"]) == 0
-    trained = json.loads((run_dir / EVAL_JSON).read_text())
-    random = json.loads((run_dir / RANDOM_INIT_JSON).read_text())
+    trained = json.loads(RunDir(run_dir).eval.read_text())
+    random = json.loads(RunDir(run_dir).eval_random_init.read_text())
     assert trained["linear_probe"]["top1"] > random["linear_probe"]["top1"] + 0.3, (trained, random)
     for k in ("top1_k1", "top1_k5", "top1_k20"):
         assert trained["knn"][k] > random["knn"][k] + 0.08, (trained, random)
@@ -91,11 +90,11 @@ def test_eval_random_init_prints_the_untrained_baseline_beside_the_trained_figur
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("evaluator"))
     assert header.split() == ["evaluator", "metric", "trained", "random", "init"]
-    trained = json.loads((run_dir / EVAL_JSON).read_text())
-    untrained = json.loads((run_dir / RANDOM_INIT_JSON).read_text())
+    trained = json.loads(RunDir(run_dir).eval.read_text())
+    untrained = json.loads(RunDir(run_dir).eval_random_init.read_text())
     assert set(untrained["knn"]) == set(trained["knn"])
     assert evaluate([str(run_dir), "--random-init"]) == 0  # the same baseline as the CLI's
-    assert json.loads((run_dir / RANDOM_INIT_JSON).read_text()) == untrained
+    assert json.loads(RunDir(run_dir).eval_random_init.read_text()) == untrained
     row = next(line for line in out.splitlines() if line.startswith("knn") and "top1_k1" in line).split()
     assert float(row[2]) == pytest.approx(trained["knn"]["top1_k1"], abs=1e-4)
     assert float(row[3]) == pytest.approx(untrained["knn"]["top1_k1"], abs=1e-4)

@@ -1,4 +1,4 @@
-"""The built-in evaluators (plugins/evaluators.py) on tiny CPU runs, fake encoders and oracle predictors."""
+"""The built-in evaluators (plugins/evaluators/) on tiny CPU runs, fake encoders and oracle predictors."""
 
 from __future__ import annotations
 
@@ -286,13 +286,14 @@ def test_math_of_chance_is_what_a_blind_ranker_gets_on_average():
 def test_the_evaluation_driver_runs_them_from_the_config(tmp_path):
     import json
 
-    from jepa_core.evaluate import EVAL_JSON, run_evaluators
+    from jepa_core.evaluate import run_evaluators
+    from jepa_core.rundir import RunDir
 
     exp = build(*IWM_VIEWS, "conditioning={name: sequence}",
                 "eval=[{name: knn, max_train: 32, max_val: 16, k: [1, 3]}, "
                 "{name: equivariance_mrr, n_images: 4, bank_size: 8, per_transformation: false}]")
     results = run_evaluators(exp, tmp_path)
-    assert json.loads((tmp_path / EVAL_JSON).read_text()) == results
+    assert json.loads(RunDir(tmp_path).eval.read_text()) == results
     assert set(results) == {"knn", "equivariance_mrr"}
     assert set(results["knn"]) == {"top1_k1", "top1_k3"}
     assert results["equivariance_mrr"]["chance"] == pytest.approx(chance_mrr(8))

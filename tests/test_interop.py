@@ -6,10 +6,10 @@ import yaml
 
 from ijepa_reference import official_checkpoint
 from jepa_core.bench.official import VisionTransformer, VisionTransformerPredictor
-from jepa_core import checkpoint
 from jepa_core.evaluate import load_run
 from jepa_core.evaluate import main as evaluate
 from jepa_core.interop import main as interop
+from jepa_core.rundir import RunDir
 from helpers import assert_close_scaled
 
 GRID, PATCH, DIM, HEADS = (6, 6), 8, 192, 3  # conftest TINY: 48 px, patch 8, vit_tiny
@@ -115,7 +115,7 @@ def test_bad_imports_are_one_line_errors_that_write_nothing(upstream, imported, 
     elif case == "no_ema_target":  # a target without its own encoder copy has nowhere to put target_encoder
         config["predictor"] = {"name": "pixel_decoder", "depth": 1, "width": 64, "heads": 2, "patch_size": 8}
         config["target"] = {"name": "pixels"}
-    before = checkpoint.latest(run_dir).read_bytes() if case == "existing_run" else None
+    before = RunDir(run_dir).checkpoint.read_bytes() if case == "existing_run" else None
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
     argv = ["import-ijepa", str(ckpt), "--config", str(tmp_path / "c.yaml"), "--output", str(run_dir)]
     assert interop(argv) == 2
@@ -124,4 +124,4 @@ def test_bad_imports_are_one_line_errors_that_write_nothing(upstream, imported, 
     if before is None:
         assert not run_dir.exists()
     else:
-        assert checkpoint.latest(run_dir).read_bytes() == before
+        assert RunDir(run_dir).checkpoint.read_bytes() == before

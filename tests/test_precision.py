@@ -76,10 +76,11 @@ def test_the_real_probe_is_quick_and_positive():
 def test_a_run_records_and_prints_its_precision(tiny_config, tmp_path, capsys, monkeypatch):
     from jepa_core.config import load_config
     from jepa_core.experiment import build_experiment
-    from jepa_core.train import PRECISION, Trainer
+    from jepa_core.rundir import RunDir
+    from jepa_core.train import Trainer
 
     _fake_cpu(monkeypatch, 340, 0.7)
     Trainer(build_experiment(load_config(tiny_config, ["train.steps=2"])), tmp_path).fit()
-    record = json.loads((tmp_path / PRECISION).read_text())
+    record = json.loads(RunDir(tmp_path).precision.read_text())
     assert record["name"] == "fp32" and record["requested"] == "auto" and record["bf16_gflops"] == 0.7
     assert capsys.readouterr().out.count("precision: fp32 (measured matmul") == 1

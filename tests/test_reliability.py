@@ -18,6 +18,7 @@ from conftest import ROOT, TINY
 from helpers import read_metrics
 from jepa_core import checkpoint, launch, runlock
 from jepa_core.evaluate import main as evaluate_main
+from jepa_core.rundir import RunDir
 
 FAULTS = Path(__file__).with_name("fault_plugin.py")
 
@@ -67,7 +68,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path
     marker = tmp_path / "code-ran"
     evil = _RunsCode()
     evil.marker = marker
-    path = checkpoint.checkpoint_dir(tmp_path) / checkpoint.LATEST
+    path = RunDir(tmp_path).checkpoint
     path.parent.mkdir(parents=True)
     torch.save({"step": 3, "encoder": evil}, path)
     with pytest.raises(checkpoint.CheckpointError) as info:
@@ -157,15 +158,15 @@ def test_sigkill_between_checkpoints_then_relaunch_equals_an_uninterrupted_run(t
     assert run_launch(config, whole).returncode == 0
     crash = run_launch(config, killed, JEPA_TEST_KILL_AT="8")
     assert crash.returncode == -signal.SIGKILL
-    assert torch.load(checkpoint.latest(killed), weights_only=True)["step"] == 5
+    assert torch.load(RunDir(killed).checkpoint, weights_only=True)["step"] == 5
     with open(killed / "metrics.jsonl", "a") as f:  # what a crash mid-write would leave
         f.write('{"step": 9, "lo')
     again = run_launch(config, killed)
     assert again.returncode == 0, again.stderr
     steps = [m["step"] for m in read_metrics(killed)]
     assert steps == list(range(1, 21))
-    tensors_equal(torch.load(checkpoint.latest(whole), weights_only=True),
-                  torch.load(checkpoint.latest(killed), weights_only=True))
+    tensors_equal(torch.load(RunDir(whole).checkpoint, weights_only=True),
+                  torch.load(RunDir(killed).checkpoint, weights_only=True))
 
 
 class _FullDisk:

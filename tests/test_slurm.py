@@ -27,6 +27,7 @@ from jepa_core.config import ConfigError, load_config
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
 from jepa_core.run import execute
+from jepa_core.rundir import RunDir, SweepDir
 from helpers import read_metrics
 from test_distributed import CHECKSUM_PLUGIN, checksums
 
@@ -104,7 +105,7 @@ class Cluster:
         job_id = re.search(r"submitted Slurm job (\d+)", out).group(1)
         tasks = yaml.safe_load((run_dir / "config.yaml").read_text())["slurm"]["tasks_per_node"]
         self.job_ids.append(job_id)
-        return submitit.SlurmJob(folder=run_dir / slurm.FOLDER, job_id=job_id, tasks=tuple(range(tasks)))
+        return submitit.SlurmJob(folder=RunDir(run_dir).submitit, job_id=job_id, tasks=tuple(range(tasks)))
 
     def track(self, jobs) -> None:
         self.job_ids += [job.job_id for job in jobs]
@@ -184,7 +185,7 @@ def restarts(job_id: str) -> int:
 
 
 def same_checkpoints(a: Path, b: Path) -> None:
-    one, two = (checkpoint.load(checkpoint.latest(d)) for d in (a, b))
+    one, two = (checkpoint.load(RunDir(d).checkpoint) for d in (a, b))
     assert one["step"] == two["step"]
     for name in ("encoder", "predictor", "target"):
         assert one[name].keys() == two[name].keys()
@@ -230,7 +231,7 @@ def test_a_stop_request_checkpoints_at_a_step_boundary_and_resume_is_exact(tiny_
     finally:
         distributed.STOP.reset()
     assert stop.value.step == 3
-    assert checkpoint.load(checkpoint.latest(stopped))["step"] == 3  # written by the loop, after step 3
+    assert checkpoint.load(RunDir(stopped).checkpoint)["step"] == 3  # written by the loop, after step 3
     run(stopped)  # STOP disabled: the resumed run finishes
     assert [m["loss"] for m in read_metrics(stopped)] == [m["loss"] for m in read_metrics(full)]
     same_checkpoints(full, stopped)
@@ -316,6 +317,20 @@ def test_dry_run_prints_the_sbatch_script_of_every_slurm_key(tiny_config, tmp_pa
     assert not run_dir.exists()  # nothing written, nothing submitted
 
 
+def test_a_sweep_dry_run_prints_the_script_of_one_array_logging_to_the_sweep_directory(
+        tiny_config, tmp_path, write, monkeypatch, capsys):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)  # works without Slurm
+    sweep = write("sweep.yaml", f"base: {tiny_config}\nsweep:\n  seeds: [0, 1, 2]\n")
+    sweep_dir = tmp_path / "sweep"
+    assert launch([str(sweep), "--slurm", "--dry-run", "--output", str(sweep_dir),
+                   "--set", "slurm.array_parallelism=2"]) == 0
+    script = capsys.readouterr().out.split("#!/bin/bash", 1)[1]
+    assert "#SBATCH --array=0-2%2\n" in script
+    folder = SweepDir(sweep_dir.resolve()).submitit
+    assert f"#SBATCH --output={folder}/%A_%a_0_log.out\n" in script and f"_submit {folder}\n" in script
+    assert not sweep_dir.exists()
+
+
 def test_array_members_must_share_the_slurm_block(tiny_config, tmp_path, fake_sbatch):
     a = load_config(tiny_config)
     b = load_config(tiny_config, ["slurm.timeout_min=5"])
@@ -346,7 +361,7 @@ def test_a_tiny_training_submitted_with_slurm_finishes(tiny_config, tmp_path, cl
     assert result["metrics"]["step"] == 6 and result["world_size"] == 1
     # the dry run printed exactly the script that was submitted
     assert (job.paths.folder / f"{job.job_id}_submission.sh").read_text() == "#!/bin/bash" + rendered.rstrip("\n") + "\n"
-    assert checkpoint.load(checkpoint.latest(run_dir))["step"] == 6
+    assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == 6
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, 7))
     assert load_config(run_dir / "config.yaml").config == load_config(tiny_config, sets).config
     if evaluator:
@@ -365,7 +380,7 @@ def test_launcher_prints_how_to_follow_and_cancel(tiny_config, tmp_path, cluster
     out = capsys.readouterr().out
     job_id = re.search(r"submitted Slurm job (\d+)", out).group(1)
     cluster.job_ids.append(job_id)
-    log = run_dir.resolve() / slurm.FOLDER / f"{job_id}_0_log.out"
+    log = RunDir(run_dir.resolve()).submitit / f"{job_id}_0_log.out"
     assert f"run directory: {run_dir.resolve()}" in out
     assert f"tail -f {log}" in out and f"scancel {job_id}" in out
     subprocess.run(["scancel", job_id], check=True)
@@ -411,7 +426,7 @@ def test_two_tasks_train_with_ddp_in_lockstep_through_a_preemption(tiny_config, 
     # rank 0 alone wrote the run's files: one line a step, once
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, steps + 1))
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == steps + 1
-    assert checkpoint.load(checkpoint.latest(run_dir))["step"] == steps
+    assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == steps
 
 
 @pytest.mark.slurm
@@ -483,7 +498,7 @@ def test_max_num_timeout_is_respected(tiny_config, tmp_path, cluster, write, mon
         job.results()
     assert restarts(job.job_id) == 0
     stopped = int(re.search(r"checkpoint written at step (\d+)", log_of(job)).group(1))
-    assert checkpoint.load(checkpoint.latest(run_dir))["step"] == stopped >= 2
+    assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == stopped >= 2
 
 
 @pytest.mark.slurm
@@ -511,18 +526,17 @@ def test_submit_array_sends_one_array_with_a_run_directory_each(tiny_config, tmp
     for job, (loaded, run_dir) in zip(jobs, members):
         (result,) = results(job, timeout=150)
         assert Path(result["run_dir"]) == run_dir.resolve()
-        assert checkpoint.load(checkpoint.latest(run_dir))["step"] == 3
+        assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == 3
         assert load_config(run_dir / "config.yaml").config == loaded.config
-    assert (tmp_path / "sweep" / slurm.FOLDER).is_dir()
+    assert SweepDir(tmp_path / "sweep").submitit.is_dir()
     losses = [read_metrics(run_dir)[-1]["loss"] for _, run_dir in members]
     assert losses[0] != losses[1]  # two seeds, two runs
 
 
+@pytest.mark.slurm
 def test_a_sweep_goes_to_slurm_as_one_array_and_ablate_gives_the_local_layout(tiny_config, tmp_path, cluster,
                                                                              write, capsys):
     from jepa_core.ablate import ablate
-    from jepa_core.run import run_state
-
     sweep = write("sweep.yaml", f"base: {tiny_config}\nsweep:\n  seeds: [0, 1]\n")
     sets = [arg for s in slurm_sets(**{"train.steps": 3}) for arg in ("--set", s)]
     on_slurm, here = tmp_path / "on_slurm", tmp_path / "here"
@@ -533,8 +547,8 @@ def test_a_sweep_goes_to_slurm_as_one_array_and_ablate_gives_the_local_layout(ti
     cluster.job_ids += [f"{a}_{i}" for a, i in ids]
     deadline = time.monotonic() + 150
     runs = [on_slurm / "train.seed-0", on_slurm / "train.seed-1"]
-    while not all(run_state(r) == "finished" for r in runs):
-        assert time.monotonic() < deadline, [run_state(r) for r in runs]
+    while not all(RunDir(r).state() == "finished" for r in runs):
+        assert time.monotonic() < deadline, [RunDir(r).state() for r in runs]
         time.sleep(1)
     assert launch([str(sweep), "--output", str(here), *sets]) == 0
     headers = [ablate(d)["csv"].read_text().splitlines()[0] for d in (on_slurm, here)]

@@ -1,4 +1,4 @@
-"""The spectrum evaluator (plugins/evaluators_spectrum.py) and the sweep's spectrum.png (jepa_core/ablate.py)."""
+"""The spectrum evaluator (plugins/evaluators/spectrum.py) and the sweep's spectrum.png (jepa_core/ablate.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from torch import nn
 from jepa_core.ablate import main as ablate
 from jepa_core.ablate import collect, spectrum_points
 from jepa_core.config import load_config
-from jepa_core.evaluate import EVAL_JSON
 from jepa_core.evaluate import main as evaluate
 from jepa_core.evaluate import trained_run
 from jepa_core.experiment import build_experiment
@@ -25,6 +24,7 @@ from jepa_core.plugins import evaluators as E
 from jepa_core.plugins.evaluators.equivariance import chance_mrr
 from jepa_core.plugins.evaluators.spectrum import r2_score, ridge_r2
 from jepa_core.registries import ComponentError
+from jepa_core.rundir import RunDir
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SIZE, PATCH = 32, 8
@@ -136,7 +136,7 @@ def test_the_cli_writes_the_png_into_the_run_directory(tmp_path):
     png.unlink()
     assert evaluate([str(run_dir)]) == 0
     assert png.read_bytes()[:8] == PNG
-    assert set(json.loads((run_dir / EVAL_JSON).read_text())["spectrum"]) >= {"mrr_brightness", "r2_brightness"}
+    assert set(json.loads(RunDir(run_dir).eval.read_text())["spectrum"]) >= {"mrr_brightness", "r2_brightness"}
 
 
 def _sweep(root, members):
@@ -146,7 +146,7 @@ def _sweep(root, members):
         run_dir = root / name
         run_dir.mkdir(parents=True)
         (run_dir / "status.json").write_text(json.dumps({"state": "finished"}))
-        (run_dir / EVAL_JSON).write_text(json.dumps(results))
+        RunDir(run_dir).eval.write_text(json.dumps(results))
         entries.append({"name": name, "overrides": overrides, "run_dir": str(run_dir), "state": "finished"})
     (root / "manifest.json").write_text(json.dumps({"sweep": "x.yaml", "members": entries}))
     return root

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from jepa_core import checkpoint
 from jepa_core.ablate import ablate, collect, scatter_axes
 from jepa_core.config import ConfigError, load_config
+from jepa_core.rundir import RunDir, write_json
 from jepa_core.sweep import expand, prepare, read_manifest
 
 
@@ -57,9 +57,10 @@ def test_a_sweep_file_is_not_a_plain_config(write, tiny_config):
 
 def _fake_finished(member, loss, metrics):
     member.run_dir.mkdir(parents=True, exist_ok=True)
-    (member.run_dir / "metrics.jsonl").write_text(json.dumps({"step": 3, "loss": loss}) + "\n")
-    checkpoint.write_json(member.run_dir / "eval.json", metrics)
-    checkpoint.write_json(member.run_dir / "status.json", {"state": "finished", "step": 3})
+    run = RunDir(member.run_dir)
+    run.metrics.write_text(json.dumps({"step": 3, "loss": loss}) + "\n")
+    write_json(run.eval, metrics)
+    write_json(run.status, {"state": "finished", "step": 3})
 
 
 def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config, tmp_path):
@@ -137,3 +138,19 @@ def test_a_file_based_on_a_sweep_is_a_sweep_with_its_settings(write, tiny_config
     (member,) = read_manifest(out)["members"]
     assert member["state"] == "finished"
     assert load_config(f"{member['run_dir']}/config.yaml").config.train.steps == 2
+
+
+def test_a_member_runs_the_config_its_run_directory_holds(tiny_config, tmp_path, capsys):
+    """What a sweep runs for each member, ``python -m jepa_core.run RUN_DIR``: config.yaml, not the YAML file."""
+    from jepa_core.run import main as run_member, write_config
+    from helpers import read_metrics
+
+    run_dir = tmp_path / "member"
+    write_config(load_config(tiny_config, ["train.steps=3"]).config, run_dir)
+    tiny_config.write_text("name: edited after the launch\n")
+    assert run_member([str(run_dir)]) == 0
+    assert [m["step"] for m in read_metrics(run_dir)] == [1, 2, 3]
+    assert RunDir(run_dir).state() == "finished"
+    assert "finished at step 3" in capsys.readouterr().out
+    assert run_member([str(tmp_path / "not_a_run")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

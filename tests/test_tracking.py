@@ -195,11 +195,11 @@ def test_wandb_offline_continues_the_same_run_after_a_resume(tmp_path, monkeypat
 
 
 def test_wandb_groups_sweep_members_by_their_sweep_directory(tmp_path, wandb_env):
-    from jepa_core.sweep import MANIFEST
+    from jepa_core.rundir import SweepDir
     from jepa_core.plugins.loggers import WandbLogger
 
     (tmp_path / "sweep" / "member").mkdir(parents=True)
-    (tmp_path / "sweep" / MANIFEST).write_text("{}")
+    SweepDir(tmp_path / "sweep").manifest.write_text("{}")
     alone = WandbLogger(WandbLogger.Config(mode="disabled"), str(tmp_path / "run"))
     member = WandbLogger(WandbLogger.Config(mode="disabled"), str(tmp_path / "sweep" / "member"))
     named = WandbLogger(WandbLogger.Config(group="mine"), str(tmp_path / "sweep" / "member"))

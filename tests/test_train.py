@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from jepa_core import checkpoint
+from jepa_core import checkpoint, rundir
 from jepa_core.config import load_config
 from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
+from jepa_core.rundir import RunDir
 from jepa_core.schedules import cosine, warmup_cosine
 from jepa_core.train import param_groups
 from helpers import read_metrics
@@ -28,7 +29,7 @@ def test_thirty_cpu_steps_reduce_the_loss(tiny_config, tmp_path):
     losses = [m["loss"] for m in read_metrics(run_dir)]
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, 31))
     assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
-    state = checkpoint.load(checkpoint.latest(run_dir))
+    state = checkpoint.load(RunDir(run_dir).checkpoint)
     assert state["step"] == 30
     assert (run_dir / "config.yaml").exists()
 
@@ -42,13 +43,13 @@ def test_resume_after_a_stop_matches_the_uninterrupted_run(tiny_config, tmp_path
     with pytest.raises(KeyboardInterrupt, match="stopped at step 15"):
         launch([str(tiny_config), "--output", str(stopped)] + common)
     # the crash came after step 15 was logged but before its checkpoint: resume redoes 11..15
-    assert checkpoint.load(checkpoint.latest(stopped))["step"] == 10
+    assert checkpoint.load(RunDir(stopped).checkpoint)["step"] == 10
     assert read_metrics(stopped)[-1]["step"] == 15
     monkeypatch.delenv("STOP_AT_15")
     assert launch([str(tiny_config), "--output", str(stopped)] + common) == 0
     losses = lambda d: [(m["step"], m["loss"]) for m in read_metrics(d)]  # noqa: E731
     assert losses(stopped) == losses(full)
-    a, b = (checkpoint.load(checkpoint.latest(d)) for d in (full, stopped))
+    a, b = (checkpoint.load(RunDir(d).checkpoint) for d in (full, stopped))
     for name in ("encoder", "predictor", "target"):
         for key, value in a[name].items():
             assert torch.equal(value, b[name][key]), (name, key)
@@ -62,10 +63,10 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monke
             f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "atomic_write", broken_write)
+    monkeypatch.setattr(rundir, "atomic_write", broken_write)
     with pytest.raises(OSError):
         checkpoint.save(tmp_path, {"step": 2, "weights": torch.arange(8)})
-    state = checkpoint.load(checkpoint.latest(tmp_path))
+    state = checkpoint.load(RunDir(tmp_path).checkpoint)
     assert state["step"] == 1 and torch.equal(state["weights"], torch.arange(4))
 
 
@@ -75,7 +76,7 @@ def test_atomic_write_leaves_no_temporary_on_failure(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        checkpoint.atomic_write(tmp_path / "latest.pt", fail)
+        rundir.atomic_write(tmp_path / "latest.pt", fail)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -14,6 +14,8 @@ import sys
 
 import torch
 
+from jepa_core.errors import UserError, cli
+
 # The pipeline micro-benchmarks run first: run after the train step (3 GB peak) in the same
 # process, the photometric pipeline measured 2.0x its reference instead of 3.8-4.8x.
 SUITES = ("masking", "photometric", "train_step", "precision", "peer", "data_loading", "memory", "health")
@@ -29,6 +31,7 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
@@ -36,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda but no CUDA device is available")
     rows = []
     for name in args.suite or SUITES:
         suite = importlib.import_module(f"jepa_core.bench.{name}")

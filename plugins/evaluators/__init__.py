@@ -17,10 +17,9 @@ retrieval_grid         predictor, actions      top1_retrieval (and a PNG at ``pa
 spectrum               predictor, actions      mrr_<op>, r2_<op> per action op (and a PNG)
 =====================  ======================  ==============================================
 
-The implementations live in plugins/evaluators_probes.py,
-plugins/evaluators_predictor.py, plugins/evaluators_equivariance.py and
-plugins/evaluators_spectrum.py (shared
-code: plugins/evaluators_common.py); only this module holds a hook, so only it
+The implementations live beside this module in ``probes``, ``predictor``,
+``equivariance`` and ``spectrum`` (shared code: ``subsets``, ``features``,
+``heads``, ``seeding`` and ``fields``); only this module holds a hook, so only it
 needs an entry point.
 """
 

@@ -34,7 +34,7 @@ latents scores 1. One image's reciprocal rank is noisy (standard deviation
 both pipelines where it appears, every other op the identity), for every op of
 the target pipeline. Source-only ops (grayscale, blur, solarize in IWM) never
 vary the target, so they cannot be ranked among transformed targets and get no
-per-op MRR (they still take part in ``mrr``). Registered by plugins/evaluators.py.
+per-op MRR (they still take part in ``mrr``). Registered by plugins/evaluators/__init__.py.
 """
 
 from __future__ import annotations

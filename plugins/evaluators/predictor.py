@@ -8,7 +8,7 @@ classifies its output while the predictor is finetuned at
 ``predictor_lr_scale`` times the head's learning rate. The baseline is a
 randomly initialised predictor of the same architecture (built from the
 run's own config and registries) trained at the full learning rate.
-Registered by plugins/evaluators.py.
+Registered by plugins/evaluators/__init__.py.
 """
 
 from __future__ import annotations

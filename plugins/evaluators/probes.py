@@ -3,7 +3,7 @@
 Train images come from the ``train`` split and accuracy is measured on
 ``val``, both as deterministic centre crops, subsampled to ``max_train`` /
 ``max_val`` images (same subset for every probe of a run, so features are
-extracted once and shared). Registered by plugins/evaluators.py.
+extracted once and shared). Registered by plugins/evaluators/__init__.py.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ drawn with ``p: 1``) gets ``nan``.
 
 The picture (``path``, relative to the run directory; not drawn when the run
 has no directory and the path is relative): one bar pair per op, MRR and R^2
-side by side, chance MRR dashed. Registered by plugins/evaluators.py.
+side by side, chance MRR dashed. Registered by plugins/evaluators/__init__.py.
 """
 
 from __future__ import annotations
