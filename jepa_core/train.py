@@ -27,7 +27,7 @@ from jepa_core.experiment import Experiment
 from jepa_core.health import HealthMonitor, prediction_cosine
 from jepa_core.precision import Precision, choose
 from jepa_core.rundir import RunDir, write_json, write_text
-from jepa_core.schedules import cosine, warmup_cosine
+from jepa_core.schedules import Schedule, total_steps, warmup_steps
 
 
 class NonFiniteLoss(RunError):
@@ -51,32 +51,6 @@ def param_groups(modules: list[nn.Module]) -> list[dict[str, Any]]:
                 seen.add(id(param))
                 (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
     return [{"params": decay, "wd_scheduled": True}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-@attrs.define
-class Schedule:
-    """lr, weight decay and momentum as pure functions of the step."""
-
-    total: int
-    warmup: int
-    optim: Any
-
-    def lr(self, step: int) -> float:
-        o = self.optim
-        return warmup_cosine(step, warmup=self.warmup, total=self.total, start=o.start_lr, peak=o.lr, final=o.final_lr)
-
-    def weight_decay(self, step: int) -> float:
-        return cosine(step, total=self.total, start=self.optim.weight_decay, final=self.optim.final_weight_decay)
-
-
-def total_steps(exp: Experiment, steps_per_epoch: int) -> int:
-    return exp.config.train.steps or exp.config.train.epochs * steps_per_epoch
-
-
-def warmup_steps(exp: Experiment, steps_per_epoch: int, total: int) -> int:
-    optim = exp.config.optim
-    warmup = optim.warmup_steps if optim.warmup_steps is not None else round(optim.warmup_epochs * steps_per_epoch)
-    return min(warmup, total)
 
 
 class Trainer:
@@ -253,8 +227,8 @@ class Trainer:
             num_workers=cfg.data.num_workers, rank=self.dist.rank, world_size=self.dist.world_size,
             pin_memory=self.device.type == "cuda", start_step=start,
         )
-        total = total_steps(exp, sampler.steps_per_epoch)
-        schedule = Schedule(total, warmup_steps(exp, sampler.steps_per_epoch, total), cfg.optim)
+        total = total_steps(cfg, sampler.steps_per_epoch)
+        schedule = Schedule(total, warmup_steps(cfg, sampler.steps_per_epoch, total), cfg.optim)
         if self.dist.is_main:
             self._truncate_metrics(start)
             write_json(self.run.precision, attrs.asdict(self.precision))
