@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,11 @@ from PIL import Image
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def saved_files(page: Path) -> dict[str, str]:
+    """Each "Save as `FILE`" of a docs page, in order, with the code block that follows it."""
+    return dict(re.findall(r"Save as `([^`]+)`.*?```\w*\n(.*?)```", page.read_text(), re.S))
 
 
 # --------------------------------------------------------------------------- numerical comparisons
