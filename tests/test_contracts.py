@@ -123,10 +123,13 @@ ROOTS = {
 @pytest.mark.parametrize("entry", entries("datasets"))
 def test_dataset(entry, tmp_path):
     params = small(entry)
+    required = [f.name for f in attrs.fields(entry.config) if f.default is attrs.NOTHING] if entry.config else []
     if entry.name in ROOTS:
         write, extra = ROOTS[entry.name]
         write(tmp_path)
         params.update(root=str(tmp_path), **extra)
+    elif required:
+        pytest.skip(f"dataset {entry.name!r} needs {', '.join(required)}: ROOTS here has no tiny files for it")
     check_dataset(entry.name, entry.factory, **params)
 
 
