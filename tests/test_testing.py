@@ -345,15 +345,17 @@ def test_check_dataset(dataset, message):
 # --------------------------------------------------------------------------- evaluators and loggers, on a run
 
 RUN_PLUGIN = textwrap.dedent('''
-    import time
+    import itertools
     from pathlib import Path
 
     from jepa_core.api import Evaluator, hookimpl
 
+    CALLS = itertools.count()
 
-    class Clock(Evaluator):
+
+    class Calls(Evaluator):
         def evaluate(self, run):
-            return {"value": float(time.perf_counter_ns() % 997)}
+            return {"value": float(next(CALLS))}  # how often it ran: another value every time
 
 
     class NotANumber(Evaluator):
@@ -392,7 +394,7 @@ RUN_PLUGIN = textwrap.dedent('''
 
     @hookimpl
     def jepa_register_evaluators(registry):
-        for cls in (Clock, NotANumber, IntoTheWorkingDirectory, LeavesATemporary, Nested):
+        for cls in (Calls, NotANumber, IntoTheWorkingDirectory, LeavesATemporary, Nested):
             registry.register(cls.__name__.lower(), cls)
 
 
@@ -411,7 +413,7 @@ def run(tmp_path_factory):
 
 #: each broken evaluator of the plugin above, and the contract it breaks
 BROKEN_EVALUATORS = {
-    "clock": r"evaluator 'clock': is not deterministic: evaluated twice on the same run and seed, value changed",
+    "calls": r"evaluator 'calls': is not deterministic: evaluated twice on the same run and seed, value changed",
     "notanumber": r"metric\(s\) value are not finite",
     "intotheworkingdirectory": r"wrote \['plot.png'\] into the working directory instead of the run directory",
     "leavesatemporary": r"left temporary file\(s\) \['.plot.png.tmp'\] in the run directory",
