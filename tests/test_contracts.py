@@ -18,7 +18,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-import torch
 from PIL import Image
 
 from helpers import (fake_cifar10, fake_cifar100, fake_imagefolder, fake_stl10, read_metrics, tensorboard_events,
@@ -34,6 +33,7 @@ from jepa_core.testing import (check_conditioner, check_dataset, check_evaluator
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRIES = get_registries()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 #: parameters that only size a component, shrunk wherever a component's Config declares them
 SMALL = {
@@ -48,16 +48,6 @@ RECIPES.remove(ROOT / "experiments" / "tiny" / "common.yaml")
 FAST = ("train.steps=2", "health.every=0", "train.precision=fp32", "data.batch_size=8",
         "data.dataset.train_size=32", "data.dataset.val_size=8", "eval=[]", "loggers=[]")
 SECTIONS = {"conditioning": "conditioning", "predictors": "predictor", "targets": "target"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors need no intra-op threads; on a shared 2-core machine two OpenMP threads made
-    MKL's eigh (the spectrum evaluator's ridge) take 1.9 s instead of 2 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_component_kind_has_its_contract_tests():

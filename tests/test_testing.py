@@ -25,6 +25,7 @@ from jepa_core.testing import (ContractError, check_conditioner, check_dataset, 
                                check_masking, check_predictor, check_target, check_transformation, resumed_run)
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cases(*rows: tuple) -> list:
