@@ -163,11 +163,6 @@ def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, i
     return Views(target, source, masking)
 
 
-def _uses_action(conditioner: Conditioner) -> bool:
-    cls = type(conditioner)
-    return cls.tokens is not Conditioner.tokens or cls.mask_tokens is not Conditioner.mask_tokens
-
-
 def build_predictor(loaded: LoadedConfig, registries: Registries, encoder: Encoder,
                     views: Views) -> tuple[Conditioner, nn.Module]:
     """The conditioner and the predictor that holds it, freshly initialised from the global RNG."""
@@ -198,7 +193,7 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
     conditioner, predictor = build_predictor(loaded, registries, encoder, views)
     with at(loaded, "target"):
         target = registries.targets.create(cfg.target.name, encoder, predictor, **cfg.target.params)
-        if target.symmetric and views.action_dim and _uses_action(conditioner):
+        if target.symmetric and views.action_dim and conditioner.uses_action:
             raise ValueError(f"target {cfg.target.name!r} is symmetric (views swapped), so it cannot be "
                              "action-conditioned; use conditioning 'none' or another target")
     evaluators = []

@@ -24,6 +24,17 @@ class Conditioner(nn.Module):
         self.action_dim = action_dim
         self.width = width
 
+    @property
+    def uses_action(self) -> bool:
+        """Whether the action reaches the predictor: a conditioner says so by overriding ``tokens`` or ``mask_tokens``.
+
+        The engine refuses an action-using conditioner with a symmetric target
+        (the swapped pass has no action); jepa_core.testing checks the output then
+        depends on the action.
+        """
+        cls = type(self)
+        return cls.tokens is not Conditioner.tokens or cls.mask_tokens is not Conditioner.mask_tokens
+
     def tokens(self, action: torch.Tensor) -> torch.Tensor | None:
         """(B, n_tokens, width) tokens for the sequence, or None."""
         return None

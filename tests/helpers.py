@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def saved_files(page: Path) -> dict[str, str]:
+    """Each "Save as `FILE`" of a docs page, in order, with the code block that follows it."""
+    return dict(re.findall(r"Save as `([^`]+)`.*?```\w*\n(.*?)```", page.read_text(), re.S))
 
 
 # --------------------------------------------------------------------------- numerical comparisons
@@ -78,3 +88,121 @@ def assert_all_close_scaled(actual: Mapping[str, torch.Tensor], expected: Mappin
     scales = module_scales(expected)
     for key, value in expected.items():
         assert_close_scaled(actual[key], value, rtol, f"{what} {key}", scale=scales[key.split(".")[0]])
+
+
+# --------------------------------------------------------------------------- tiny dataset roots
+#
+# The real torchvision loaders run on these files; only torchvision's md5 check (which no
+# fake file can pass) is skipped with verify_md5: false.
+
+
+def fake_imagefolder(root: Path, classes=("cat", "dog"), splits=("train", "val")) -> None:
+    """root/<split>/<class>/: two RGB PNGs of different sizes and a grey JPEG per class."""
+    for split in splits:
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for k in range(2):
+                Image.new("RGB", (20 + k, 16), (40 * c, 100, 7 * k)).save(d / f"{k}.png")
+            Image.new("L", (12, 12), 128).save(d / "grey.JPEG")
+
+
+def _pickle(path: Path, obj) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def fake_cifar10(root: Path, n: int = 4) -> dict:
+    """root/cifar-10-batches-py with ``n`` random images per batch; returns {batch: (data, labels)}."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
+        labels = list(rng.integers(0, 10, n))
+        _pickle(folder / name, {"data": data, "labels": [int(x) for x in labels]})
+        batches[name] = (data, labels)
+    _pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
+    return batches
+
+
+def fake_cifar100(root: Path) -> None:
+    """root/cifar-100-python: 5 train and 3 test images of constant grey, fine labels 0, 1, ..."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", 5), ("test", 3)):
+        data = np.full((n, 3072), 7, dtype=np.uint8)
+        _pickle(folder / name, {"data": data, "fine_labels": list(range(n)), "coarse_labels": [0] * n})
+    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+
+
+def fake_stl10(root: Path) -> dict:
+    """root/stl10_binary: 3 train and 2 test images, labels 1, 2, ... on disk; returns {split: (N, C, row, col)}."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    images = {}
+    for split, n in (("train", 3), ("test", 2)):
+        imgs = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        # STL-10 stores each channel column-major, i.e. as (N, C, col, row) in C order.
+        imgs.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")
+        np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{split}_y.bin")  # 1-based on disk
+        images[split] = imgs
+    return images
+
+
+# --------------------------------------------------------------------------- tracker files
+
+
+def tensorboard_events(logdir: Path):
+    """A loaded EventAccumulator of ``logdir`` (every scalar, image and tensor kept)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def wandb_offline_env(root: Path) -> dict[str, str]:
+    """Environment for a quiet W&B offline run whose files stay under ``root``."""
+    return {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true",
+            "WANDB_X_DISABLE_STATS": "true", "WANDB_X_DISABLE_META": "true",
+            "WANDB_CONFIG_DIR": str(root / "wandb-config"), "WANDB_CACHE_DIR": str(root / "wandb-cache"),
+            "WANDB_DATA_DIR": str(root / "wandb-data")}
+
+
+def _wandb_records(path: Path):
+    """The records of a W&B offline run file (a LevelDB-style log of wandb_internal_pb2.Record)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_attempt(offline_dir: Path) -> dict:
+    """One launch's W&B offline directory: its run record, history rows by step and summary."""
+    (run_file,) = offline_dir.glob("run-*.wandb")
+    out = {"run": None, "history": {}, "summary": {}}
+    for record in _wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out["run"] = record.run
+        elif kind == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            out["history"][items["_step"]] = items
+        elif kind == "summary":
+            out["summary"].update({i.key or "/".join(i.nested_key): i.value_json for i in record.summary.update})
+    return out

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from helpers import fake_cifar10, fake_cifar100, fake_imagefolder, fake_stl10
 from jepa_core.plugins.data import jepa_register_datasets
 from jepa_core.plugins.data import synthetic as P
 from jepa_core.registries import ComponentError, Registry
@@ -142,18 +140,8 @@ def test_motifs_grid_must_be_an_integer_range():
 # --------------------------------------------------------------------------- imagefolder
 
 
-def _tree(root, classes=("cat", "dog"), splits=("train", "val")):
-    for split in splits:
-        for c, name in enumerate(classes):
-            d = root / split / name
-            d.mkdir(parents=True)
-            for k in range(2):
-                Image.new("RGB", (20 + k, 16), (40 * c, 100, 7 * k)).save(d / f"{k}.png")
-            Image.new("L", (12, 12), 128).save(d / "grey.JPEG")
-
-
 def test_imagefolder_reads_both_splits(registry, tmp_path):
-    _tree(tmp_path)
+    fake_imagefolder(tmp_path)
     for split in ("train", "val"):
         ds = registry.create("imagefolder", split, root=str(tmp_path))
         assert len(ds) == 6 and ds.num_classes == 2 and ds.classes == ["cat", "dog"]
@@ -168,8 +156,8 @@ def test_imagefolder_missing_and_inconsistent(registry, tmp_path):
     with pytest.raises(MissingDataError, match=f"no usable images in {tmp_path}/val"):
         registry.create("imagefolder", "val", root=str(tmp_path))
     (tmp_path / "val").rename(tmp_path / "old")
-    _tree(tmp_path, splits=("train",))
-    _tree(tmp_path, classes=("cat", "emu"), splits=("val",))
+    fake_imagefolder(tmp_path, splits=("train",))
+    fake_imagefolder(tmp_path, classes=("cat", "emu"), splits=("val",))
     with pytest.raises(ValueError, match="same class folders"):
         registry.create("imagefolder", "train", root=str(tmp_path))
 
@@ -180,27 +168,8 @@ def test_imagefolder_missing_and_inconsistent(registry, tmp_path):
 # test shows verify_md5=True rejects them.
 
 
-def _pickle(path, obj):
-    with open(path, "wb") as f:
-        pickle.dump(obj, f)
-
-
-def _fake_cifar10(root, n=4):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8)
-        labels = list(rng.integers(0, 10, n))
-        _pickle(folder / name, {"data": data, "labels": [int(x) for x in labels]})
-        batches[name] = (data, labels)
-    _pickle(folder / "batches.meta", {"label_names": [f"c{i}" for i in range(10)]})
-    return batches
-
-
 def test_cifar10_loads_fake_batches(registry, tmp_path):
-    batches = _fake_cifar10(tmp_path)
+    batches = fake_cifar10(tmp_path)
     train = registry.create("cifar10", "train", root=str(tmp_path), verify_md5=False)
     val = registry.create("cifar10", "val", root=str(tmp_path), verify_md5=False)
     assert len(train) == 20 and len(val) == 4 and train.num_classes == 10
@@ -213,12 +182,7 @@ def test_cifar10_loads_fake_batches(registry, tmp_path):
 
 
 def test_cifar100_loads_fake_files(registry, tmp_path):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    for name, n in (("train", 5), ("test", 3)):
-        data = np.full((n, 3072), 7, dtype=np.uint8)
-        _pickle(folder / name, {"data": data, "fine_labels": list(range(n)), "coarse_labels": [0] * n})
-    _pickle(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    fake_cifar100(tmp_path)
     ds = registry.create("cifar100", "val", root=str(tmp_path), verify_md5=False)
     assert len(ds) == 3 and ds.num_classes == 100 and ds[2][1] == 2
 
@@ -231,16 +195,7 @@ def test_cifar_missing_files_name_the_path(registry, tmp_path):
 
 
 def test_stl10_loads_fake_binaries_column_major(registry, tmp_path):
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    images = {}
-    for split, n in (("train", 3), ("test", 2)):
-        imgs = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)  # (N, C, row, col)
-        # STL-10 stores each channel column-major, i.e. as (N, C, col, row) in C order.
-        imgs.transpose(0, 1, 3, 2).tofile(folder / f"{split}_X.bin")
-        np.arange(1, n + 1, dtype=np.uint8).tofile(folder / f"{split}_y.bin")  # 1-based on disk
-        images[split] = imgs
+    images = fake_stl10(tmp_path)  # (N, C, row, col), stored column-major
     train = registry.create("stl10", "train", root=str(tmp_path), verify_md5=False)
     val = registry.create("stl10", "val", root=str(tmp_path), verify_md5=False)
     assert len(train) == 3 and len(val) == 2 and val.num_classes == 10

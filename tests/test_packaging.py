@@ -44,8 +44,8 @@ def test_the_wheel_installs_only_names_the_project_owns(tmp_path):
         assert archive.read(top_level).decode().split() == ["jepa_core"]
         entry_points = archive.read(top_level.replace("top_level.txt", "entry_points.txt")).decode()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {"jepa_core"}
-    shipped = {f"jepa_core/{n}" for n in tracked.split() if n.startswith(("plugins/", "registries/"))
-               and n.endswith(".py")}
+    shipped = {n if n.startswith("jepa_core/") else f"jepa_core/{n}" for n in tracked.split()
+               if n.startswith(("jepa_core/", "plugins/", "registries/")) and n.endswith(".py")}
     assert shipped and shipped <= set(names), sorted(shipped - set(names))  # every subpackage listed
     assert "masking = jepa_core.plugins.transformations.masking" in entry_points
 

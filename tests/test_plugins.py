@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import read_metrics
+from helpers import read_metrics, saved_files
 from jepa_core.components import main as components
 from jepa_core.config import load_config
 from jepa_core.experiment import build_experiment
@@ -27,11 +27,11 @@ def _doc_example(tmp_path: Path, base: Path) -> tuple[Path, dict]:
     The YAML's ``base:`` (a path from the repository root, where the page's
     my.yaml sits) is checked to exist, then swapped for ``base`` to train in seconds.
     """
-    page = (ROOT / "docs" / "writing-a-plugin.md").read_text()
-    example = re.search(r"Save as `([^`]+)`.*?```python\n(.*?)```", page, re.S)
-    assert example, "docs/writing-a-plugin.md has no python block after 'Save as `FILE`'"
-    filename, code = example.groups()
-    experiment = next((doc for doc in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", page, re.S))
+    page = ROOT / "docs" / "writing-a-plugin.md"
+    saved = saved_files(page)
+    assert saved, "docs/writing-a-plugin.md has no code block after 'Save as `FILE`'"
+    filename, code = next(iter(saved.items()))  # the plugin comes first
+    experiment = next((doc for doc in map(yaml.safe_load, re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S))
                        if filename in doc.get("plugins", [])), None)
     assert experiment, f"docs/writing-a-plugin.md has no YAML block naming {filename} in plugins:"
     (tmp_path / filename).write_text(code)

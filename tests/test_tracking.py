@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import struct
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import TINY
-from helpers import read_metrics
+from helpers import read_metrics, tensorboard_events, wandb_attempt, wandb_offline_env
 
 from jepa_core import launch
 
@@ -82,19 +80,11 @@ def _expected_steps(run_dir: Path) -> dict[str, list[int]]:
 
 
 # --------------------------------------------------------------------------- tensorboard
-def _events(logdir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
-    return acc
-
-
 def test_tensorboard_holds_every_metric_once_across_a_resume(tmp_path, monkeypatch):
     before = {}
 
     def look(run_dir):  # the failed attempt logged (and flushed) steps 11-15, which the relaunch redoes
-        acc = _events(run_dir / "tensorboard")
+        acc = tensorboard_events(run_dir / "tensorboard")
         before["steps"] = [e.step for e in acc.Scalars("train/loss")]
 
     run_dir = _crash_and_resume(tmp_path, {"name": "tensorboard"}, monkeypatch, between=look)
@@ -104,7 +94,7 @@ def test_tensorboard_holds_every_metric_once_across_a_resume(tmp_path, monkeypat
     assert expected["loss"] == list(range(1, 21))
     assert {"loss", "lr", "wd", "momentum", "images_per_s"} <= set(expected)
     assert expected["rankme"] == [5, 10, 15, 20]  # a key some steps have
-    acc = _events(run_dir / "tensorboard")
+    acc = tensorboard_events(run_dir / "tensorboard")
     assert set(acc.Tags()["scalars"]) == {f"train/{key}" for key in expected}
     for key, steps in expected.items():
         logged = [e.step for e in acc.Scalars(f"train/{key}")]
@@ -115,55 +105,17 @@ def test_tensorboard_holds_every_metric_once_across_a_resume(tmp_path, monkeypat
     config = acc.Tensors("config/text_summary")
     assert len(config) == 1 and "vit_tiny_patch16_224" in config[0].tensor_proto.string_val[0].decode()
 
-    evaluation = _events(run_dir / "tensorboard" / "eval")
+    evaluation = tensorboard_events(run_dir / "tensorboard" / "eval")
     assert [(e.step, e.value) for e in evaluation.Scalars("eval/picture/value")] == [(20, 0.5)]
     image = evaluation.Images("eval/picture")
     assert [(e.step, e.width, e.height) for e in image] == [(20, 12, 8)]
 
 
 # --------------------------------------------------------------------------- wandb
-def _wandb_records(path: Path):
-    """The records of a W&B offline run file (a LevelDB-style log of wandb_internal_pb2.Record)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        pending += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # a full record, or the last fragment of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            pending = b""
-            yield record
-
-
-def _wandb_attempt(offline_dir: Path) -> dict:
-    (run_file,) = offline_dir.glob("run-*.wandb")
-    out = {"run": None, "history": {}, "summary": {}}
-    for record in _wandb_records(run_file):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out["run"] = record.run
-        elif kind == "history":
-            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            out["history"][items["_step"]] = items
-        elif kind == "summary":
-            out["summary"].update({i.key or "/".join(i.nested_key): i.value_json for i in record.summary.update})
-    return out
-
-
 @pytest.fixture
 def wandb_env(tmp_path, monkeypatch):
-    for var, value in {"WANDB_SILENT": "true", "WANDB_CONSOLE": "off", "WANDB_DISABLE_GIT": "true",
-                       "WANDB_X_DISABLE_STATS": "true", "WANDB_X_DISABLE_META": "true",
-                       "WANDB_CONFIG_DIR": tmp_path / "wandb-config", "WANDB_CACHE_DIR": tmp_path / "wandb-cache",
-                       "WANDB_DATA_DIR": tmp_path / "wandb-data"}.items():
-        monkeypatch.setenv(var, str(value))
+    for var, value in wandb_offline_env(tmp_path).items():
+        monkeypatch.setenv(var, value)
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
 
@@ -177,7 +129,7 @@ def test_wandb_offline_continues_the_same_run_after_a_resume(tmp_path, monkeypat
 
     attempts = sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
     assert len(attempts) == 2, attempts  # one offline directory per launch, both the same W&B run
-    first, second = (_wandb_attempt(a) for a in attempts)
+    first, second = (wandb_attempt(a) for a in attempts)
     for attempt in (first, second):
         assert attempt["run"].run_id == run_id and attempt["run"].project == "tests"
         assert list(attempt["run"].tags) == ["tiny"] and attempt["run"].display_name == "run"

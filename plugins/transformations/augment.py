@@ -61,6 +61,12 @@ class Augment(Transformation):
     def sample(self, batch_size: int, generator: torch.Generator) -> Params:
         return self._collect([op.sample(batch_size, generator) for _, op in self.ops], batch_size, True)
 
+    def sample_applied(self, batch_size: int, generator: torch.Generator) -> Params:
+        """Every op drawn for every image, its ``p`` ignored (as the world-model evaluators draw target ops)."""
+        every = torch.ones(batch_size, dtype=torch.bool)
+        drawn = [{**op.sample_applied(batch_size, generator), "applied": every} for _, op in self.ops]
+        return self._collect(drawn, batch_size, True)
+
     def identity(self, batch_size: int) -> Params:
         return self._collect([op.null_params(batch_size) for _, op in self.ops], batch_size, False)
 

@@ -77,8 +77,12 @@ def hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     ``out_c = V - C * clamp(min(k, 4 - k), 0, 1)``, ``k = (6 H + n_c) mod 6``,
     n = (5, 3, 1) for (r, g, b) -- the same piecewise-linear map, evaluated
     directly. Which channel is the max (r first, then g on ties, as
-    torchvision) is selected with 0/1 float weights and ``lerp``.
+    torchvision) is selected with 0/1 float weights and ``lerp``. Reduced-precision
+    images are rotated in float32: the turns run in [0.5, 2), where bfloat16 steps
+    by 1/128 of a turn, several percent of the pixel range once scaled by the chroma.
     """
+    if x.dtype not in (torch.float32, torch.float64):
+        return hue(x.float(), factor).to(x.dtype)
     r, g, b = x.unbind(1)
     vmax = torch.maximum(torch.maximum(r, g), b)
     vmin = torch.minimum(torch.minimum(r, g), b)
