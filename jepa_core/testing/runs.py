@@ -16,11 +16,10 @@ import yaml
 
 from jepa_core import evaluate, hookimpl, launch
 from jepa_core.config import load_config
-from jepa_core.evaluate import EVAL_JSON
 from jepa_core.experiment import build_experiment
 from jepa_core.run import execute
+from jepa_core.rundir import RunDir
 from jepa_core.testing._core import Subject
-from jepa_core.train import METRICS
 
 #: a world model small enough to train in about a second on a CPU: IWM views (so the world-model
 #: evaluators have actions), feature conditioning, a one-block ViT-Tiny at 32 px (4x4 patches)
@@ -100,7 +99,7 @@ def _evaluate(it: Subject, run_dir: Path, spec: str) -> dict[str, float]:
     new = [f for f, mtime in _files(run_dir).items() if before.get(f) != mtime]
     temporary = [f for f in new if Path(f).name.startswith(".") or f.endswith((".tmp", "~"))]
     it.expect(not temporary, f"left temporary file(s) {temporary} in the run directory: write with atomic_write")
-    return json.loads((run_dir / EVAL_JSON).read_text())[it.name]
+    return json.loads(RunDir(run_dir).eval.read_text())[it.name]
 
 
 def check_evaluator(run_dir: str | Path, name: str, /, **params: Any) -> dict[str, float]:
@@ -161,7 +160,7 @@ def resumed_run(run_dir: str | Path, loggers: list[dict], plugins: Iterable[str]
 def check_logger(run_dir: str | Path, name: str, steps: Iterable[int]) -> None:
     """Check a logger of a :func:`resumed_run` got every logged step once; ``steps``: the steps its sink holds."""
     it = Subject("logger", name)
-    logged = [json.loads(line)["step"] for line in (Path(run_dir) / METRICS).read_text().splitlines()]
+    logged = [json.loads(line)["step"] for line in RunDir(run_dir).metrics.read_text().splitlines()]
     counts = Counter(steps)
     for step in logged:
         it.expect(counts[step] > 0, f"step {step} never arrived in its sink")
