@@ -22,7 +22,7 @@ from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.views import Views
 from jepa_core.registries import ComponentError
 from jepa_core.registries.conditioning import Conditioner
-from jepa_core.registries.datasets import MissingDataError
+from jepa_core.registries.datasets import MissingDataError, dataset_tasks
 from jepa_core.registries.transformations import ENCODINGS, Masking, Transformation
 
 
@@ -212,13 +212,37 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
 
 
 def _check_evaluators(exp: Experiment) -> None:
-    """Each evaluator's ``needs`` met by this run, before training (not after it, at evaluation)."""
+    """Each evaluator's ``needs`` and label tasks met by this run, before training (not after it, at evaluation)."""
     have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None}
     for i, (name, evaluator) in enumerate(exp.evaluators):
         missing = sorted(need for need in evaluator.needs if not have.get(need, True))
         if missing:
             raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
                                                      "which this run does not have")
+    wanted = [(i, name, evaluator.label_tasks()) for i, (name, evaluator) in enumerate(exp.evaluators)]
+    dataset = _local_dataset(exp) if any(tasks for _, _, tasks in wanted) else None
+    if dataset is None:
+        return
+    tasks = dataset_tasks(dataset)
+    for i, name, wanted_tasks in wanted:
+        for task in wanted_tasks:
+            if task not in tasks:
+                raise exp.loaded.error(
+                    f"eval.{i}", f"evaluator {name!r} reads the labelled task {task!r}; dataset "
+                    f"{exp.config.data.dataset.name!r} has {', '.join(map(repr, tasks)) or 'none (a single label)'}")
+
+
+def _local_dataset(exp: Experiment) -> Any | None:
+    """The train split when its files are here; None where the data lives only where the job runs (Slurm).
+
+    The job builds the experiment again from config.yaml before training, so the
+    checks that need the data run there.
+    """
+    spec = exp.config.data.dataset
+    try:
+        return exp.registries.datasets.create(spec.name, "train", **spec.params)
+    except MissingDataError:
+        return None
 
 
 def _check_health(exp: Experiment) -> None:
@@ -231,10 +255,8 @@ def _check_health(exp: Experiment) -> None:
     if cfg.health.every == 0:
         raise loaded.error("health.probe_every", "the online probe runs with the monitors; "
                                                  "health.every is 0 (off)")
-    spec = cfg.data.dataset
-    try:
-        dataset = exp.registries.datasets.create(spec.name, "train", **spec.params)
-    except MissingDataError:
-        return  # the data lives where the job runs (Slurm): the monitor checks there, before training
+    dataset = _local_dataset(exp)
+    if dataset is None:
+        return
     with at(loaded, "health.probe_task"):
         check_probe(dataset, cfg.health.probe_task)

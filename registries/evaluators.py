@@ -47,5 +47,9 @@ class Evaluator:
     def __init__(self, config=None):
         self.config = config
 
+    def label_tasks(self) -> tuple[str, ...]:
+        """The dataset's labelled tasks it reads (``registries.datasets``), so a missing one is refused before training."""
+        return ()
+
     def evaluate(self, run: RunView) -> dict[str, float]:
         raise NotImplementedError

@@ -50,6 +50,11 @@ def test_base_inheritance_and_typed_overrides(write):
      "use a multiple such as 48 or 56"),
     ("name: x\n", ["data.image_size=230"], "--set data.image_size: data.image_size: 230 is not a multiple of "
      "the encoder's patch size 16 (encoder.name vit_tiny_patch16_224)"),
+    # refused at launch, not after training when the evaluator first reads the labels
+    ("eval: [{name: linear_probe, task: texture}]\n", [], "bad.yaml: eval.0: evaluator 'linear_probe' reads the "
+     "labelled task 'texture'; dataset 'shapes' has 'shape', 'colour'"),
+    ("eval: [{name: multitask_predictor, tasks: [shape, grid]}]\n", [], "bad.yaml: eval.0: evaluator "
+     "'multitask_predictor' reads the labelled task 'grid'; dataset 'shapes' has 'shape', 'colour'"),
 ])
 def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
     bad = write("bad.yaml", text)

@@ -130,6 +130,9 @@ class MultitaskPredictor(_PredictorTuning):
         #: labelled tasks of the dataset (``labels(task)`` or ``label_names``), e.g. shapes: shape, colour
         tasks: tuple = attrs.field(default=("shape", "colour"), converter=v.as_pair, validator=_tasks)
 
+    def label_tasks(self) -> tuple[str, ...]:
+        return tuple(self.config.tasks)
+
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         train = split(run, "train", cfg.max_train)

@@ -39,6 +39,9 @@ class _Probe(Evaluator):
     def __init__(self, config=None):
         super().__init__(config if config is not None else self.Config())
 
+    def label_tasks(self) -> tuple[str, ...]:
+        return () if self.config.task is None else (self.config.task,)
+
     def _data(self, run, tokens: bool):
         cfg = self.config
         encoder = encoder_of(run, cfg.encoder)
