@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import io
 import numbers
 import secrets
 import string
@@ -24,30 +25,40 @@ class CSVLogger:
 
     def __init__(self, config: Config, run_dir: str):
         self.path = Path(run_dir) / config.filename
-        self._columns: list[str] | None = None
+        self._columns: list[str] = []
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self._columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, text.getvalue())
 
     @hookimpl
     def jepa_run_start(self, run_dir, config, start_step, total_steps):
-        if start_step and self.path.exists():  # resuming: drop rows past the checkpoint
-            with open(self.path, newline="") as f:
-                rows = [row for row in csv.DictReader(f) if int(row["step"]) <= start_step]
-            self._columns = list(rows[0]) if rows else None
-            with open(self.path, "w", newline="") as f:
-                if rows:
-                    writer = csv.DictWriter(f, fieldnames=self._columns)
-                    writer.writeheader()
-                    writer.writerows(rows)
+        """Keep the rows up to the checkpoint resumed from; a fresh start keeps none of an earlier attempt's."""
+        rows = [row for row in self._rows() if int(row["step"]) <= start_step] if start_step else []
+        self._columns = list(rows[0]) if rows else []
+        if rows:
+            self._rewrite(rows)
+        else:
+            self.path.unlink(missing_ok=True)
 
     @hookimpl
     def jepa_after_step(self, step, metrics):
-        new_file = not self.path.exists() or self.path.stat().st_size == 0
-        if self._columns is None:
-            self._columns = list(metrics)
+        new = [key for key in metrics if key not in self._columns]
+        if new:  # a metric first logged now (health checks run every few steps): widen the header
+            self._columns += new
+            self._rewrite(self._rows() + [metrics])
+            return
         with open(self.path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(metrics)
+            csv.DictWriter(f, fieldnames=self._columns).writerow(metrics)
 
 
 # --------------------------------------------------------------------------- experiment trackers

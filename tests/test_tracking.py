@@ -1,7 +1,8 @@
-"""The tensorboard and wandb loggers (docs/tracking.md): what they log, and across a resume."""
+"""The csv, tensorboard and wandb loggers (docs/tracking.md): what they log, and across a resume."""
 
 from __future__ import annotations
 
+import csv
 import sys
 import textwrap
 from pathlib import Path
@@ -67,6 +68,25 @@ def _crash_and_resume(tmp_path: Path, logger: dict, monkeypatch, between=None) -
     monkeypatch.delenv("JEPA_TEST_RAISE_AT")
     assert launch.main([str(config), "--output", str(run_dir)]) == 0
     return run_dir
+
+
+@pytest.mark.parametrize("crash_at", [15, 5], ids=["resumed", "restarted_before_a_checkpoint"])
+def test_csv_holds_every_logged_metric_once_across_a_relaunch(tmp_path, monkeypatch, crash_at):
+    """Health metrics first appear at step 5, after the header was written; a relaunch keeps each step once."""
+    config, run_dir = _config(tmp_path, {"name": "csv"}), tmp_path / "run"
+    monkeypatch.setenv("JEPA_TEST_RAISE_AT", str(crash_at))
+    with pytest.raises(RuntimeError, match=f"stopped at step {crash_at}"):
+        launch.main([str(config), "--output", str(run_dir)])
+    monkeypatch.delenv("JEPA_TEST_RAISE_AT")
+    assert launch.main([str(config), "--output", str(run_dir)]) == 0
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged = read_metrics(run_dir)
+    assert [int(row["step"]) for row in rows] == [m["step"] for m in logged] == list(range(1, 21))
+    assert {key for m in logged for key in m} <= set(rows[0])  # health_* columns included
+    for row, metrics in zip(rows, logged):
+        assert all(float(row[key]) == pytest.approx(value) for key, value in metrics.items()
+                   if isinstance(value, (int, float))), metrics["step"]
 
 
 def _expected_steps(run_dir: Path) -> dict[str, list[int]]:
