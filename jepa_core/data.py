@@ -193,9 +193,11 @@ class ResumableSampler(Sampler):
         self.rank = int(rank)
         self.world_size = int(world_size)
         if self.steps_per_epoch < 1:
+            per_rank = length // world_size
             raise ValueError(
                 f"dataset of {length} samples is too small for batch_size {batch_size} "
-                f"on {world_size} rank(s): no full batch per epoch"
+                f"on {world_size} rank(s): no full batch per epoch; "
+                + (f"use at most {per_rank}" if per_rank else "use more images than ranks")
             )
         self.start_step = 0
 

@@ -23,7 +23,7 @@ from jepa_core import checkpoint
 from jepa_core.data import build_loader, mix_seed
 from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.errors import RunError
-from jepa_core.experiment import Experiment
+from jepa_core.experiment import Experiment, at
 from jepa_core.health import HealthMonitor, prediction_cosine
 from jepa_core.precision import Precision, choose
 from jepa_core.rundir import RunDir, write_json, write_text
@@ -221,12 +221,13 @@ class Trainer:
         cfg, exp = self.cfg, self.exp
         dataset = exp.dataset("train")
         start = self.resume()
-        loader, sampler = build_loader(
-            dataset, image_size=cfg.data.image_size, batch_size=cfg.data.batch_size,
-            crop_scale=cfg.data.crop_scale, flip_p=cfg.data.flip_p, seed=cfg.train.seed,
-            num_workers=cfg.data.num_workers, rank=self.dist.rank, world_size=self.dist.world_size,
-            pin_memory=self.device.type == "cuda", start_step=start,
-        )
+        with at(exp.loaded, "data.batch_size"):  # a split too small for one batch: one line, before any step
+            loader, sampler = build_loader(
+                dataset, image_size=cfg.data.image_size, batch_size=cfg.data.batch_size,
+                crop_scale=cfg.data.crop_scale, flip_p=cfg.data.flip_p, seed=cfg.train.seed,
+                num_workers=cfg.data.num_workers, rank=self.dist.rank, world_size=self.dist.world_size,
+                pin_memory=self.device.type == "cuda", start_step=start,
+            )
         total = total_steps(cfg, sampler.steps_per_epoch)
         schedule = Schedule(total, warmup_steps(cfg, sampler.steps_per_epoch, total), cfg.optim)
         if self.dist.is_main:

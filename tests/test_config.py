@@ -70,6 +70,17 @@ def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path,
     assert (run_dir / "config.yaml").read_text() == "precious: true\n"
 
 
+def test_a_train_split_smaller_than_one_batch_is_one_line_before_any_step(tiny_config, tmp_path, capsys):
+    """TINY has 256 train images: a batch of 512 can never be drawn."""
+    run_dir = tmp_path / "run"
+    assert launch([str(tiny_config), "--output", str(run_dir), "--set", "data.batch_size=512"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    assert err.endswith("data.batch_size: dataset of 256 samples is too small for batch_size 512 on 1 rank(s): "
+                        "no full batch per epoch; use at most 256"), err
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
 def test_a_different_config_never_reuses_a_run_directory(tiny_config, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert launch([str(tiny_config), "--output", str(run_dir), "--set", "train.steps=2"]) == 0
