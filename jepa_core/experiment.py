@@ -9,7 +9,8 @@ halfway through a job.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+import functools
+from typing import Any, Callable, Iterator
 
 import attrs
 import torch
@@ -128,8 +129,8 @@ def _pipeline(loaded: LoadedConfig, registries: Registries, which: str, image_si
 
 
 def _expect(registries: Registries, name: str, base: type, what: str) -> None:
-    factory = registries.transformations.get(name).component
-    if isinstance(factory, type) and not issubclass(factory, base):
+    component = registries.transformations.get(name).component
+    if isinstance(component, type) and not issubclass(component, base):
         raise ComponentError(f"{name!r} is not {what}")
 
 
@@ -206,12 +207,13 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
     with at(loaded, "data.dataset"):
         registries.datasets.config(cfg.data.dataset.name, **cfg.data.dataset.params)
     exp = Experiment(loaded, registries, encoder, predictor, target, views, evaluators)
-    _check_evaluators(exp)
-    _check_health(exp)
+    train_split = functools.cache(functools.partial(_local_dataset, exp))  # built once, if a check needs it
+    _check_evaluators(exp, train_split)
+    _check_health(exp, train_split)
     return exp
 
 
-def _check_evaluators(exp: Experiment) -> None:
+def _check_evaluators(exp: Experiment, train_split: Callable[[], Any]) -> None:
     """Each evaluator's ``needs`` and label tasks met by this run, before training (not after it, at evaluation)."""
     have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None}
     for i, (name, evaluator) in enumerate(exp.evaluators):
@@ -220,7 +222,7 @@ def _check_evaluators(exp: Experiment) -> None:
             raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
                                                      "which this run does not have")
     wanted = [(i, name, evaluator.label_tasks()) for i, (name, evaluator) in enumerate(exp.evaluators)]
-    dataset = _local_dataset(exp) if any(tasks for _, _, tasks in wanted) else None
+    dataset = train_split() if any(tasks for _, _, tasks in wanted) else None
     if dataset is None:
         return
     tasks = dataset_tasks(dataset)
@@ -245,7 +247,7 @@ def _local_dataset(exp: Experiment) -> Any | None:
         return None
 
 
-def _check_health(exp: Experiment) -> None:
+def _check_health(exp: Experiment, train_split: Callable[[], Any]) -> None:
     """A probe only with the monitors on, and on a dataset with its labels (when the data is here)."""
     from jepa_core.health import check_probe
 
@@ -255,7 +257,7 @@ def _check_health(exp: Experiment) -> None:
     if cfg.health.every == 0:
         raise loaded.error("health.probe_every", "the online probe runs with the monitors; "
                                                  "health.every is 0 (off)")
-    dataset = _local_dataset(exp)
+    dataset = train_split()
     if dataset is None:
         return
     with at(loaded, "health.probe_task"):

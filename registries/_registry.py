@@ -48,7 +48,11 @@ class Entry:
     @property
     def component(self) -> Callable[..., Any]:
         """The class (or function) built: the factory, or the callable a ``functools.partial`` factory wraps."""
-        return self.factory.func if isinstance(self.factory, functools.partial) else self.factory
+        return _component(self.factory)
+
+
+def _component(factory: Callable[..., Any]) -> Callable[..., Any]:
+    return factory.func if isinstance(factory, functools.partial) else factory
 
 
 def _first_line(obj: Any) -> str:
@@ -89,7 +93,7 @@ class Registry:
         ``functools.partial`` factory binds context known at registration (for
         example another registry); both defaults then come from the class it wraps.
         """
-        component = factory.func if isinstance(factory, functools.partial) else factory
+        component = _component(factory)
         if config is None:
             config = getattr(component, "Config", None)
         if name in self._entries:
