@@ -41,7 +41,8 @@ def gather_tokens(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def init_vit_weights(module: nn.Module, blocks: Iterable[nn.Module]) -> None:
-    """I-JEPA's ViT init: every Linear truncated normal 0.02, biases 0, then each block's output projections scaled by 1/sqrt(2 * depth)."""
+    """I-JEPA's ViT init: every Linear truncated normal 0.02, biases 0, then each
+    block's output projections scaled by 1/sqrt(2 * depth)."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)

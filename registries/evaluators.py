@@ -48,7 +48,7 @@ class Evaluator:
         self.config = config
 
     def label_tasks(self) -> tuple[str, ...]:
-        """The dataset's labelled tasks it reads (``registries.datasets``), so a missing one is refused before training."""
+        """The dataset's labelled tasks it reads (``registries.datasets``): a missing one is refused before training."""
         return ()
 
     def evaluate(self, run: RunView) -> dict[str, float]:

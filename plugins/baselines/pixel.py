@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.api import Target
-from jepa_core.api import validators as v
+from jepa_core.api import Target, validators as v
 from jepa_core.plugins.jepa.predictors import ViTPredictor
 
 

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from jepa_core.plugins.baselines.collective import GlobalBatchNorm1d, ScaleOnlyBatchNorm1d
-from jepa_core.api import Predictor
-from jepa_core.api import validators as v
+from jepa_core.api import Predictor, validators as v
 
 
 def mlp(in_dim: int, hidden: int, out: int, layers: int, *, hidden_bias: bool, last_bn: str) -> nn.Sequential:

@@ -17,8 +17,7 @@ from torch import nn
 
 from jepa_core.plugins.baselines.losses import moco_contrastive, nt_xent, vicreg_terms
 from jepa_core.plugins.baselines.projector import Projector, pool
-from jepa_core.api import Target
-from jepa_core.api import validators as v
+from jepa_core.api import Target, validators as v
 
 
 def _needs_projector(name: str, predictor) -> None:

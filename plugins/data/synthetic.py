@@ -13,8 +13,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core.api import SPLITS, check_split, splitmix64
-from jepa_core.api import validators as v
+from jepa_core.api import SPLITS, check_split, splitmix64, validators as v
 
 
 def _int_in(low: int, high: int):

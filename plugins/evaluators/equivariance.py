@@ -46,13 +46,10 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core.api import atomic_write
-from jepa_core.api import normalize
+from jepa_core.api import Evaluator, atomic_write, normalize, validators as v
 from jepa_core.plugins.evaluators.features import encoder_of, eval_mode, predict_all
 from jepa_core.plugins.evaluators.seeding import generator
 from jepa_core.plugins.evaluators.subsets import loader, split, to_pixels
-from jepa_core.api import Evaluator
-from jepa_core.api import validators as v
 
 
 def chance_mrr(bank_size: int) -> float:

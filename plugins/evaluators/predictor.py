@@ -25,8 +25,7 @@ from jepa_core.plugins.evaluators.fields import batch_size_field, workers_field
 from jepa_core.plugins.evaluators.heads import AttentiveClassifier, accuracy, fit, pick_heads, predict_batches
 from jepa_core.plugins.evaluators.seeding import generator, seeded
 from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
-from jepa_core.api import Evaluator
-from jepa_core.api import validators as v
+from jepa_core.api import Evaluator, validators as v
 
 
 def _tasks(instance, attribute, value) -> None:

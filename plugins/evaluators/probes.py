@@ -14,12 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa_core.plugins.evaluators.features import encoder_of, features
-from jepa_core.plugins.evaluators.fields import batch_size_field, encoder_choice, max_train_field, max_val_field, task_field, workers_field
-from jepa_core.plugins.evaluators.heads import AttentiveClassifier, accuracy, fit, pick_heads, predict_batches, standardise
+from jepa_core.plugins.evaluators.fields import (
+    batch_size_field, encoder_choice, max_train_field, max_val_field, task_field, workers_field,
+)
+from jepa_core.plugins.evaluators.heads import (
+    AttentiveClassifier, accuracy, fit, pick_heads, predict_batches, standardise,
+)
 from jepa_core.plugins.evaluators.seeding import generator, seeded
 from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
-from jepa_core.api import Evaluator
-from jepa_core.api import validators as v
+from jepa_core.api import Evaluator, validators as v
 
 
 @attrs.frozen

@@ -48,14 +48,11 @@ from typing import Any
 import attrs
 import torch
 
-from jepa_core.api import atomic_write
-from jepa_core.api import normalize
+from jepa_core.api import Evaluator, atomic_write, normalize, validators as v
 from jepa_core.plugins.evaluators.features import eval_mode
 from jepa_core.plugins.evaluators.seeding import generator
 from jepa_core.plugins.evaluators.subsets import loader, split, to_pixels
 from jepa_core.plugins.evaluators.equivariance import EquivarianceMRR, RankingConfig
-from jepa_core.api import Evaluator
-from jepa_core.api import validators as v
 
 #: fraction of the train subset held out to choose lambda
 VALIDATION_FRACTION = 0.2

@@ -11,9 +11,7 @@ import attrs
 import torch
 from torch import nn
 
-from jepa_core.api import hookimpl
-from jepa_core.api import Conditioner
-from jepa_core.api import validators as v
+from jepa_core.api import Conditioner, hookimpl, validators as v
 
 
 class NoConditioning(Conditioner):

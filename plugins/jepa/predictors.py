@@ -9,8 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa_core.api import Predictor, gather_tokens, hookimpl, init_vit_weights, sincos_2d
-from jepa_core.api import validators as v
+from jepa_core.api import Predictor, gather_tokens, hookimpl, init_vit_weights, sincos_2d, validators as v
 
 
 class ViTPredictor(Predictor):

@@ -8,10 +8,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core.api import hookimpl
-from jepa_core.api import gather_tokens
-from jepa_core.api import Target
-from jepa_core.api import validators as v
+from jepa_core.api import Target, gather_tokens, hookimpl, validators as v
 
 
 class EMATarget(Target):

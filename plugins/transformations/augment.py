@@ -11,8 +11,7 @@ from typing import Any
 import attrs
 import torch
 
-from jepa_core.api import ComponentError
-from jepa_core.api import Masking, Params, Transformation
+from jepa_core.api import ComponentError, Masking, Params, Transformation
 
 
 def _op_specs(instance: Any, attribute: Any, value: Any) -> None:

@@ -16,9 +16,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from jepa_core.api import hookimpl
-from jepa_core.api import validators as v
-from jepa_core.api import Params, Transformation
+from jepa_core.api import Params, Transformation, hookimpl, validators as v
 
 _TRIES = 10  # torchvision's RandomResizedCrop.get_params
 

@@ -34,9 +34,7 @@ import math
 import attrs
 import torch
 
-from jepa_core.api import hookimpl
-from jepa_core.api import Masking, Masks
-from jepa_core.api import validators as v
+from jepa_core.api import Masking, Masks, hookimpl, validators as v
 
 #: vectorised re-draws of the context position for images left with < min_keep patches
 MAX_TRIES = 100

@@ -16,10 +16,8 @@ from __future__ import annotations
 import attrs
 import torch
 
-from jepa_core.api import hookimpl
+from jepa_core.api import Params, Transformation, hookimpl, validators as v
 from jepa_core.plugins.transformations import photometric_ops as ops
-from jepa_core.api import validators as v
-from jepa_core.api import Params, Transformation
 
 
 def _uniform(batch_size: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
