@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -142,8 +143,13 @@ def wandb_env(tmp_path, monkeypatch):
 def test_wandb_offline_continues_the_same_run_after_a_resume(tmp_path, monkeypatch, wandb_env):
     ids = []
     logger = {"name": "wandb", "mode": "offline", "project": "tests", "tags": ["tiny"]}
-    run_dir = _crash_and_resume(tmp_path, logger, monkeypatch,
-                                between=lambda d: ids.append((d / "wandb_id.txt").read_text()))
+    def between(run_dir: Path) -> None:
+        ids.append((run_dir / "wandb_id.txt").read_text())
+        # W&B names an offline directory by the second it starts in: a relaunch within the
+        # same second as the crash would write into the first attempt's directory
+        time.sleep(1.0 - time.time() % 1.0 + 0.05)
+
+    run_dir = _crash_and_resume(tmp_path, logger, monkeypatch, between=between)
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert ids == [run_id + "\n"] and run_id
 

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
@@ -153,6 +154,9 @@ def resumed_run(run_dir: str | Path, loggers: list[dict], plugins: Iterable[str]
     try:
         execute(exp, run_dir)  # what launch runs once the experiment is built
     except _Stop:
+        # relaunch in a later second, as a user would: W&B names an offline directory by the
+        # second it starts in, and a relaunch within the crash's second writes into its directory
+        time.sleep(1.0 - time.time() % 1.0 + 0.05)
         return tiny_run(run_dir, *overrides, plugins=plugins)
     raise RuntimeError(f"the tiny run {run_dir} was to stop after step {STOP} but finished")
 
