@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -109,6 +110,32 @@ def test_motifs_grid_of_copies_inside_their_cells():
     img = ds[0][0]
     assert img.shape == (3, 64, 64) and torch.equal(img, P.Motifs(ds.config, "train")[0][0])
     assert not torch.equal(img, P.Motifs(ds.config, "val")[0][0])
+
+
+def test_motifs_switches_take_away_what_the_patches_share():
+    cfg = P.Motifs.Config(size=32, train_size=40, grid=[3, 3], colour_per="copy", background="grey", rotation=0)
+    ds = P.Motifs(cfg, "train")
+    assert list(ds.tasks) == ["shape", "grid"]  # no one colour per image to name
+    params = [ds.params(i) for i in range(40)]
+    assert all(c["angle"] == 0.0 for p in params for c in p["copies"])
+    assert max(len({c["colour"] for c in p["copies"]}) for p in params) > 3
+    corners = torch.stack([ds[i][0][:, 0, 0] for i in range(40)])  # cell corners: background only
+    assert (corners == corners[0]).all()
+    textured = P.Motifs(attrs.evolve(cfg, background="flat"), "train")
+    flat = torch.stack([textured[i][0][:, 0, 0] for i in range(40)])
+    assert len({tuple(c.tolist()) for c in flat}) > 30
+    assert torch.equal(textured[0][0][:, 0, 0], textured[0][0][:, -1, -1])  # one colour within an image
+
+
+def test_motifs_switches_refuse_unknown_values():
+    reg = Registry("datasets")
+    jepa_register_datasets(reg)
+    with pytest.raises(ComponentError, match="'background' must be one of"):
+        reg.create("motifs", "train", background="stripes")
+    with pytest.raises(ComponentError, match="'colour_per' must be one of"):
+        reg.create("motifs", "train", colour_per="shape")
+    with pytest.raises(ComponentError, match="'rotation' must be in"):
+        reg.create("motifs", "train", rotation=720)
 
 
 def test_motifs_class_is_not_in_the_colour_statistics():

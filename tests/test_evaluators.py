@@ -18,6 +18,7 @@ from jepa_core.views import MEAN, STD, normalize
 from jepa_core.plugins import evaluators as E
 from jepa_core.plugins.transformations import photometric_ops as ops
 from jepa_core.plugins.evaluators.equivariance import chance_mrr, expected_reciprocal_rank
+from jepa_core.plugins.evaluators.tokens import variance_shares
 from jepa_core.registries import ComponentError
 
 SIZE, PATCH = 32, 8  # 4x4 patch grid
@@ -75,7 +76,7 @@ def test_every_evaluator_is_registered_with_config_description_and_needs(ijepa):
 
 
 def test_needs():
-    assert E.LinearProbe.needs == E.KNN.needs == E.AttentiveProbe.needs == frozenset()
+    assert E.LinearProbe.needs == E.KNN.needs == E.AttentiveProbe.needs == E.TokenVariance.needs == frozenset()
     assert E.PredictorFinetune.needs == E.MultitaskPredictor.needs == frozenset({"predictor"})
     assert E.EquivarianceMRR.needs == E.RetrievalGrid.needs == frozenset({"predictor", "actions"})
 
@@ -129,6 +130,30 @@ def test_label_features_give_perfect_knn_and_linear_probe(ijepa):
     assert make("attentive_probe", max_train=96, max_val=48, epochs=30, head_batch_size=32).evaluate(run) == {"top1": 1.0}
     # and random features do not: the test can fail
     assert make("knn", max_train=96, max_val=48).evaluate(cpu_run(ijepa))["top1_k1"] < 1.0
+
+
+def test_token_variance_shares_read_where_the_variance_lives():
+    g = torch.Generator().manual_seed(0)
+    image, position = torch.randn(64, 1, 8, generator=g), torch.randn(1, 16, 8, generator=g)
+    local = torch.randn(64, 16, 8, generator=g)
+    assert variance_shares(image.expand(-1, 16, -1))["image_share"] == pytest.approx(1.0)
+    assert variance_shares(position.expand(64, -1, -1))["position_share"] == pytest.approx(1.0)
+    mixed = variance_shares(image + position + local)
+    assert sum(mixed[k] for k in ("image_share", "position_share", "local_share")) == pytest.approx(1.0)
+    assert 0.3 < mixed["local_share"] < 0.4 and mixed["image_share"] > 0.25 and mixed["position_share"] > 0.25
+    # the spread ignores scale: a collapsed set is near 0 however large its tokens
+    assert variance_shares(100 + 0.01 * local)["spread"] < 1e-6 < variance_shares(local)["spread"]
+    with pytest.raises(ValueError, match="one vector"):
+        variance_shares(torch.ones(4, 16, 8))
+
+
+def test_token_variance_of_an_encoder_whose_tokens_are_the_image_label(ijepa):
+    fake = LabelEncoder(ijepa)
+    run = attrs.evolve(cpu_run(ijepa), encoder=fake, target_encoder=fake)
+    shares = make("token_variance", max_val=48).evaluate(run)
+    assert shares["image_share"] == pytest.approx(1.0) and shares["position_share"] == pytest.approx(0.0, abs=1e-9)
+    random = make("token_variance", max_val=48).evaluate(cpu_run(ijepa))
+    assert random["local_share"] > 0.1 and random["position_share"] > 0.0
 
 
 def test_features_are_cached_per_run_and_encoder_weights(ijepa):

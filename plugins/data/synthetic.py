@@ -141,6 +141,8 @@ class Shapes(torch.utils.data.Dataset):
         if p["background"] == 0:
             grid = torch.tensor(p["noise"]).view(1, 1, 4, 4)
             t = F.interpolate(grid, size=(s, s), mode="bilinear", align_corners=False)[0, 0]
+        elif p["background"] == 3:
+            t = torch.zeros(s, s)
         else:
             ys, xs = _grid(s)
             c, sn, f = math.cos(p["bg_angle"]), math.sin(p["bg_angle"]), p["bg_freq"]
@@ -204,7 +206,10 @@ class Motifs(Shapes):
     is painted give the class away (tests/test_datasets.py checks the channel
     means and spreads are at chance). The copies make the class what a masked
     copy's visible neighbours predict and what two crops of the image agree on.
-    Tasks: ``shape`` (the label), ``colour`` and ``grid`` (copies per side).
+    ``colour_per``, ``background`` and ``rotation`` decide what else the
+    patches of an image share (docs/evaluation.md measures what a JEPA learns
+    from each). Tasks: ``shape`` (the label), ``colour`` (with one colour per
+    image only) and ``grid`` (copies per side).
     """
 
     @attrs.frozen
@@ -215,10 +220,18 @@ class Motifs(Shapes):
             converter=v.as_pair,
             validator=attrs.validators.and_(v.interval(1, 6), attrs.validators.deep_iterable(attrs.validators.instance_of(int))),
         )
+        #: each copy turns by a uniform angle in [0, rotation) degrees
+        rotation: float = attrs.field(default=360.0, converter=float, validator=v.in_range(0.0, 360.0))
+        #: "image": one colour for all copies; "copy": each copy its own colour
+        colour_per: str = attrs.field(default="image", validator=v.one_of("image", "copy"))
+        #: "texture": noise, stripes or checks; "flat": one muted colour; "grey": one grey for every image
+        background: str = attrs.field(default="texture", validator=v.one_of("texture", "flat", "grey"))
 
     def __init__(self, config: Config | None = None, split: str = "train"):
         super().__init__(config or self.Config(), split)
         self.tasks["grid"] = list(range(self.config.grid[0], self.config.grid[1] + 1))
+        if self.config.colour_per == "copy":
+            del self.tasks["colour"]  # no one colour to name
 
     def params(self, index: int) -> dict:
         cfg = self.config
@@ -238,14 +251,15 @@ class Motifs(Shapes):
             radius = outer * area_scale
             row, col = divmod(k, g)
             centre = ((row + 0.5) / g + slack * (2 * b - 1), (col + 0.5) / g + slack * (2 * c - 1))
-            copies.append({"radius": radius, "centre": centre, "angle": d * 2 * math.pi, "colour": colour})
+            own = min(int(e * cfg.n_colours), cfg.n_colours - 1) if cfg.colour_per == "copy" else colour
+            copies.append({"radius": radius, "centre": centre, "angle": math.radians(d * cfg.rotation), "colour": own})
         return {
             "shape": shape,
             "colour": colour,
             "grid": g - low,
             "copies": copies,
-            "background": min(int(u[6] * 3), 2),
-            "bg_colours": base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])],  # low contrast
+            "background": min(int(u[6] * 3), 2) if cfg.background == "texture" else 3,
+            "bg_colours": [0.45] * 6 if cfg.background == "grey" else base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])],  # low contrast
             "bg_angle": u[13] * math.pi,
             "bg_freq": 2 + 6 * u[14],
             "bg_phase": u[15] * 2 * math.pi,

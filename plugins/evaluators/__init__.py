@@ -15,10 +15,11 @@ multitask_predictor    predictor               top1_<task> per task, top1_mean
 equivariance_mrr       predictor, actions      mrr, chance, mrr_<op> per target op
 retrieval_grid         predictor, actions      top1_retrieval (and a PNG at ``path``)
 spectrum               predictor, actions      mrr_<op>, r2_<op> per action op (and a PNG)
+token_variance         --                      image_share, position_share, local_share, spread
 =====================  ======================  ==============================================
 
 The implementations live beside this module in ``probes``, ``predictor``,
-``equivariance`` and ``spectrum`` (shared code: ``subsets``, ``features``,
+``equivariance``, ``spectrum`` and ``tokens`` (shared code: ``subsets``, ``features``,
 ``heads``, ``seeding`` and ``fields``); only this module holds a hook, so only it
 needs an entry point.
 """
@@ -30,6 +31,7 @@ from jepa_core.plugins.evaluators.equivariance import EquivarianceMRR, Retrieval
 from jepa_core.plugins.evaluators.predictor import MultitaskPredictor, PredictorFinetune
 from jepa_core.plugins.evaluators.probes import KNN, AttentiveProbe, LinearProbe
 from jepa_core.plugins.evaluators.spectrum import Spectrum
+from jepa_core.plugins.evaluators.tokens import TokenVariance
 
 EVALUATORS = {
     "linear_probe": LinearProbe,
@@ -40,6 +42,7 @@ EVALUATORS = {
     "equivariance_mrr": EquivarianceMRR,
     "retrieval_grid": RetrievalGrid,
     "spectrum": Spectrum,
+    "token_variance": TokenVariance,
 }
 
 
