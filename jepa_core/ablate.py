@@ -3,7 +3,7 @@
 Reads every member's overrides, final loss and ``eval.json`` and writes
 ``ablation.csv`` (one row per member, failed and unfinished ones included),
 ``ablation.md`` (members that differ only by seed aggregated as mean and
-standard deviation) and ``ablation.png``; when members ran the ``spectrum``
+standard error) and ``ablation.png``; when members ran the ``spectrum``
 evaluator, also ``spectrum.png``: every member (or group of seeds) placed
 between invariant and equivariant.
 """
@@ -63,7 +63,7 @@ def collect(sweep_dir: str | Path) -> tuple[list[dict[str, Any]], list[str], lis
 
 
 def aggregate(rows: list[dict], keys: list[str], metrics: list[str]) -> list[dict[str, Any]]:
-    """Group members that differ only by seed: mean, std and count per metric."""
+    """Group members that differ only by seed: mean, standard error of the mean and count per metric."""
     group_keys = [k for k in keys if k != SEED_KEY]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -76,8 +76,9 @@ def aggregate(rows: list[dict], keys: list[str], metrics: list[str]) -> list[dic
         agg["not finished"] = ", ".join(f"{m['member']} ({m['state']})" for m in members if m["state"] != "finished")
         for metric in metrics:
             values = [m[metric] for m in done if m.get(metric) is not None]
-            agg[metric] = (statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0,
-                           len(values)) if values else None
+            n = len(values)
+            agg[metric] = (statistics.fmean(values), statistics.stdev(values) / math.sqrt(n) if n > 1 else 0.0,
+                           n) if values else None
         out.append(agg)
     return out
 
@@ -86,8 +87,8 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, tuple):
-        mean, std, n = value
-        return f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}"
+        mean, stderr, n = value
+        return f"{mean:.3f} ± {stderr:.3f}" if n > 1 else f"{mean:.3f}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -1,10 +1,11 @@
 """Sweeps and ablation tables: expansion, bad sweep blocks, aggregation over seeds."""
 
 import json
+import math
 
 import pytest
 
-from jepa_core.ablate import ablate, collect, scatter_axes
+from jepa_core.ablate import ablate, aggregate, collect, scatter_axes
 from jepa_core.config import ConfigError, load_config
 from jepa_core.rundir import RunDir, write_json
 from jepa_core.sweep import expand, prepare, read_manifest
@@ -84,6 +85,13 @@ def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config
     assert "conditioning-feature_train.seed-1 (pending)" in table
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [e["state"] for e in read_manifest(sweep_dir)["members"]].count("finished") == 3
+
+
+def test_ablate_reports_the_standard_error_of_the_mean_over_seeds():
+    rows = [{"member": f"m{s}", "state": "finished", "train.seed": s, "x": 1, "m": v} for s, v in enumerate((0.1, 0.2, 0.6))]
+    (group,) = aggregate(rows, ["x", "train.seed"], ["m"])
+    mean, stderr, n = group["m"]
+    assert (mean, n) == (pytest.approx(0.3), 3) and stderr == pytest.approx(math.sqrt(0.07 / 3))  # not the spread
 
 
 def test_ablate_scatters_the_metrics_the_members_report(write, tiny_config, tmp_path):
