@@ -114,14 +114,15 @@ def scatter_axes(rows: list[dict], metrics: list[str]) -> tuple[str, str] | None
 
 def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path,
          scatter: tuple[str, str] | None = None) -> Path:
-    """``scatter``'s y against its x coloured by conditioning (when given), and metrics per member."""
+    """``scatter``'s y against its x per member, coloured by conditioning (when given), and each metric per group
+    of seeds (mean ± standard error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["state"] == "finished"]
-    shown = [m for m in metrics if not m.endswith(".chance") and any(r.get(m) is not None for r in done)][:4]
+    shown = [m for m in metrics if not m.endswith((".chance", "_stderr")) and any(r.get(m) is not None for r in done)][:4]
     shown = shown or ["final_loss"]
     panels = len(shown) + int(scatter is not None)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
@@ -136,19 +137,22 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path,
         for r in done:
             ax.scatter(r.get(x_metric), r.get(y_metric), c=colours[str(r.get(colour_key))],
                        marker=markers[str(r.get(marker_key))], s=60)
-        for value, colour in colours.items():
-            ax.scatter([], [], c=colour, label=f"{colour_key}={value}" if colour_key else value)
+        for value, colour in colours.items() if colour_key else ():
+            ax.scatter([], [], c=colour, label=f"{colour_key}={value}")
         if marker_key:
             for value, marker in markers.items():
                 ax.scatter([], [], c="grey", marker=marker, label=f"{marker_key}={value}")
         ax.set_xlabel(x_metric)
         ax.set_ylabel(y_metric)
         ax.legend(fontsize=7)
-    labels = [r["member"] for r in done]
+    groups = labelled_groups(rows, keys, shown)
+    seeds = max((g[m][2] for _, g in groups for m in shown if g[m] is not None), default=1)
     for ax, metric in zip(axes, shown):
-        ax.bar(range(len(done)), [r.get(metric) or 0.0 for r in done], color="C0")
-        ax.set_xticks(range(len(done)), labels, rotation=60, ha="right", fontsize=6)
-        ax.set_title(metric, fontsize=9)
+        stats = [group[metric] or (0.0, 0.0, 0) for _, group in groups]
+        ax.bar(range(len(groups)), [mean for mean, _, _ in stats], color="C0", capsize=3,
+               yerr=[stderr if n > 1 else 0.0 for _, stderr, n in stats] if seeds > 1 else None)
+        ax.set_xticks(range(len(groups)), [label for label, _ in groups], rotation=60, ha="right", fontsize=6)
+        ax.set_title(metric + (" (mean ± s.e. over seeds)" if seeds > 1 else ""), fontsize=9)
         # an evaluator that reports its own chance level gets it drawn under its metrics
         chance = next((r.get(metric.rsplit(".", 1)[0] + ".chance") for r in done), None)
         if chance is not None:
@@ -175,25 +179,39 @@ def spectrum_of(row: dict) -> tuple[float, float] | None:
     return statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs)
 
 
+def labelled_groups(rows: list[dict], keys: list[str], metrics: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`aggregate` of the finished ``rows``, each with a label: the swept values that tell the groups apart.
+
+    A sweep's own ``label`` names its rows when it varies; otherwise the varying
+    ``key=value`` pairs do, or the member's name when nothing varies.
+    """
+    done = [r for r in rows if r["state"] == "finished"]
+    group_keys = [k for k in keys if k != SEED_KEY]
+    varying = [k for k in group_keys if len({json.dumps(r.get(k)) for r in done}) > 1]
+    out = []
+    for group in aggregate(done, keys, metrics):
+        if "label" in varying:
+            label = str(group["label"])
+        else:
+            first = next(r for r in done if all(r.get(k) == group.get(k) for k in group_keys))
+            label = ", ".join(f"{k}={group.get(k)}" for k in varying) or first["member"]
+        out.append((label, group))
+    return out
+
+
 def spectrum_points(rows: list[dict], keys: list[str]) -> list[dict[str, Any]]:
     """One point per group of finished members that differ only by seed (as in ablation.md).
 
     Each: ``label`` (the swept values, or the member's name), ``x`` and ``y``
-    as (mean, std over seeds, count) of :func:`spectrum_of`.
+    as (mean, standard error over seeds, count) of :func:`spectrum_of`.
     """
     placed = []
     for row in rows:
         point = spectrum_of(row) if row["state"] == "finished" else None
         if point is not None:
             placed.append({**row, SPECTRUM_X: point[0], SPECTRUM_Y: point[1]})
-    group_keys = [k for k in keys if k != SEED_KEY]
-    varying = [k for k in group_keys if len({json.dumps(r.get(k)) for r in placed}) > 1]
-    points = []
-    for group in aggregate(placed, keys, [SPECTRUM_X, SPECTRUM_Y]):
-        members = [r for r in placed if all(r.get(k) == group.get(k) for k in group_keys)]
-        label = ", ".join(f"{k}={group.get(k)}" for k in varying) or members[0]["member"]
-        points.append({"label": label, "x": group[SPECTRUM_X], "y": group[SPECTRUM_Y]})
-    return points
+    return [{"label": label, "x": group[SPECTRUM_X], "y": group[SPECTRUM_Y]}
+            for label, group in labelled_groups(placed, keys, [SPECTRUM_X, SPECTRUM_Y])]
 
 
 def spectrum_plot(rows: list[dict], keys: list[str], path: Path) -> Path | None:
