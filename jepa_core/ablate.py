@@ -188,14 +188,17 @@ def labelled_groups(rows: list[dict], keys: list[str], metrics: list[str]) -> li
     done = [r for r in rows if r["state"] == "finished"]
     group_keys = [k for k in keys if k != SEED_KEY]
     varying = [k for k in group_keys if len({json.dumps(r.get(k)) for r in done}) > 1]
+    if "label" in varying:  # the zip keys walk with the label: name only the grid keys beside it
+        by_label: dict[str, list[dict]] = {}
+        for r in done:
+            by_label.setdefault(json.dumps(r.get("label")), []).append(r)
+        varying = ["label"] + [k for k in varying if k != "label" and any(
+            len({json.dumps(r.get(k)) for r in same}) > 1 for same in by_label.values())]
     out = []
     for group in aggregate(done, keys, metrics):
-        if "label" in varying:
-            label = str(group["label"])
-        else:
-            first = next(r for r in done if all(r.get(k) == group.get(k) for k in group_keys))
-            label = ", ".join(f"{k}={group.get(k)}" for k in varying) or first["member"]
-        out.append((label, group))
+        first = next(r for r in done if all(r.get(k) == group.get(k) for k in group_keys))
+        label = ", ".join(str(group[k]) if k == "label" else f"{k}={group.get(k)}" for k in varying)
+        out.append((label or first["member"], group))
     return out
 
 

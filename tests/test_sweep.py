@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from jepa_core.ablate import ablate, aggregate, collect, scatter_axes
+from jepa_core.ablate import ablate, aggregate, collect, labelled_groups, scatter_axes
 from jepa_core.config import ConfigError, load_config
 from jepa_core.rundir import RunDir, write_json
 from jepa_core.sweep import expand, prepare, read_manifest
@@ -92,6 +92,18 @@ def test_ablate_reports_the_standard_error_of_the_mean_over_seeds():
     (group,) = aggregate(rows, ["x", "train.seed"], ["m"])
     mean, stderr, n = group["m"]
     assert (mean, n) == (pytest.approx(0.3), 3) and stderr == pytest.approx(math.sqrt(0.07 / 3))  # not the spread
+
+
+def test_ablate_names_groups_by_the_zip_label_and_the_grid_keys_beside_it():
+    keys = ["label", "views.source.1.p", "predictor.depth", "train.seed"]
+    rows = [{"member": f"{label}-{depth}-{seed}", "state": "finished", "label": label, "views.source.1.p": p,
+             "predictor.depth": depth, "train.seed": seed, "m": 1.0}
+            for label, p in (("jitter", 0.0), ("destructive", 0.2)) for depth in (1, 4) for seed in (0, 1)]
+    assert [name for name, _ in labelled_groups(rows, keys, ["m"])] == [
+        "jitter, predictor.depth=1", "jitter, predictor.depth=4",
+        "destructive, predictor.depth=1", "destructive, predictor.depth=4"]
+    one_depth = [r for r in rows if r["predictor.depth"] == 1]
+    assert [name for name, _ in labelled_groups(one_depth, keys, ["m"])] == ["jitter", "destructive"]
 
 
 def test_ablate_scatters_the_metrics_the_members_report(write, tiny_config, tmp_path):
