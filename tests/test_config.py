@@ -1,11 +1,14 @@
 """Config: strict YAML with base inheritance, --set overrides and one-line errors."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 from PIL import Image
 
 from jepa_core.config import ConfigError, dump_yaml, load_config
 from jepa_core.launch import main as launch
+from jepa_core.sweep import expand, is_sweep
 
 
 def test_base_inheritance_and_typed_overrides(write):
@@ -140,3 +143,10 @@ def test_params_still_merge_when_the_component_keeps_its_name(tiny_config):
     cfg = load_config(tiny_config, ["data.dataset.size=32", "views.masking.name=multiblock"]).config
     assert cfg.data.dataset.params == {"size": 32, "train_size": 256, "val_size": 64}
     assert cfg.views.masking.params == {"min_keep": 4}
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path("experiments").rglob("*.yaml")))
+def test_every_shipped_experiment_loads(path, tmp_path):
+    """A renamed or misspelt config key must not leave a shipped file behind (sweeps: every member)."""
+    members = expand(path, tmp_path) if is_sweep(path) else [load_config(path)]
+    assert members
