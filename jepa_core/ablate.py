@@ -23,7 +23,7 @@ from typing import Any
 from jepa_core.config import ConfigError
 from jepa_core.errors import cli
 from jepa_core.rundir import RunDir, SweepDir, atomic_write, write_text
-from jepa_core.sweep import read_manifest
+from jepa_core.sweep import LABEL, read_manifest
 
 SEED_KEY = "train.seed"
 #: the spectrum evaluator's per-op metrics: r2_<op> (encoder) and mrr_<op> (predictor)
@@ -114,15 +114,15 @@ def scatter_axes(rows: list[dict], metrics: list[str]) -> tuple[str, str] | None
 
 def plot(rows: list[dict], keys: list[str], metrics: list[str], path: Path,
          scatter: tuple[str, str] | None = None) -> Path:
-    """``scatter``'s y against its x per member, coloured by conditioning (when given), and each metric per group
-    of seeds (mean ± standard error)."""
+    """``scatter``'s y against its x per member (when given) and each metric per group of seeds (mean ± s.e.)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [r for r in rows if r["state"] == "finished"]
-    shown = [m for m in metrics if not m.endswith((".chance", "_stderr")) and any(r.get(m) is not None for r in done)][:4]
+    panelled = [m for m in metrics if not m.endswith((".chance", "_stderr"))]
+    shown = [m for m in panelled if any(r.get(m) is not None for r in done)][:4]
     shown = shown or ["final_loss"]
     panels = len(shown) + int(scatter is not None)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 4), squeeze=False)
@@ -188,16 +188,16 @@ def labelled_groups(rows: list[dict], keys: list[str], metrics: list[str]) -> li
     done = [r for r in rows if r["state"] == "finished"]
     group_keys = [k for k in keys if k != SEED_KEY]
     varying = [k for k in group_keys if len({json.dumps(r.get(k)) for r in done}) > 1]
-    if "label" in varying:  # the zip keys walk with the label: name only the grid keys beside it
+    if LABEL in varying:  # the zip keys walk with the label: name only the grid keys beside it
         by_label: dict[str, list[dict]] = {}
         for r in done:
-            by_label.setdefault(json.dumps(r.get("label")), []).append(r)
-        varying = ["label"] + [k for k in varying if k != "label" and any(
+            by_label.setdefault(json.dumps(r.get(LABEL)), []).append(r)
+        varying = [LABEL] + [k for k in varying if k != LABEL and any(
             len({json.dumps(r.get(k)) for r in same}) > 1 for same in by_label.values())]
     out = []
     for group in aggregate(done, keys, metrics):
         first = next(r for r in done if all(r.get(k) == group.get(k) for k in group_keys))
-        label = ", ".join(str(group[k]) if k == "label" else f"{k}={group.get(k)}" for k in varying)
+        label = ", ".join(str(group[k]) if k == LABEL else f"{k}={group.get(k)}" for k in varying)
         out.append((label or first["member"], group))
     return out
 

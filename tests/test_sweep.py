@@ -88,7 +88,8 @@ def test_ablate_aggregates_seeds_and_lists_unfinished_members(write, tiny_config
 
 
 def test_ablate_reports_the_standard_error_of_the_mean_over_seeds():
-    rows = [{"member": f"m{s}", "state": "finished", "train.seed": s, "x": 1, "m": v} for s, v in enumerate((0.1, 0.2, 0.6))]
+    rows = [{"member": f"m{s}", "state": "finished", "train.seed": s, "x": 1, "m": v}
+            for s, v in enumerate((0.1, 0.2, 0.6))]
     (group,) = aggregate(rows, ["x", "train.seed"], ["m"])
     mean, stderr, n = group["m"]
     assert (mean, n) == (pytest.approx(0.3), 3) and stderr == pytest.approx(math.sqrt(0.07 / 3))  # not the spread

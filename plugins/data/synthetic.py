@@ -253,13 +253,17 @@ class Motifs(Shapes):
             centre = ((row + 0.5) / g + slack * (2 * b - 1), (col + 0.5) / g + slack * (2 * c - 1))
             own = min(int(e * cfg.n_colours), cfg.n_colours - 1) if cfg.colour_per == "copy" else colour
             copies.append({"radius": radius, "centre": centre, "angle": math.radians(d * cfg.rotation), "colour": own})
+        if cfg.background == "grey":
+            bg_colours = [0.45] * 6
+        else:
+            bg_colours = base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])]  # low contrast
         return {
             "shape": shape,
             "colour": colour,
             "grid": g - low,
             "copies": copies,
             "background": min(int(u[6] * 3), 2) if cfg.background == "texture" else 3,
-            "bg_colours": [0.45] * 6 if cfg.background == "grey" else base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])],  # low contrast
+            "bg_colours": bg_colours,
             "bg_angle": u[13] * math.pi,
             "bg_freq": 2 + 6 * u[14],
             "bg_phase": u[15] * 2 * math.pi,
