@@ -45,7 +45,9 @@ class Evaluator:
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config=None):
-        self.config = config
+        """``config`` None: the defaults of the class's ``Config``, when it declares one."""
+        config_class = getattr(type(self), "Config", None)
+        self.config = config_class() if config is None and config_class is not None else config
 
     def label_tasks(self) -> tuple[str, ...]:
         """The dataset's labelled tasks it reads (``registries.datasets``): a missing one is refused before training."""

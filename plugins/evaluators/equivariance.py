@@ -100,9 +100,6 @@ class Ranked:
 class _WorldModelEval(Evaluator):
     needs = frozenset({"predictor", "actions"})
 
-    def __init__(self, config=None):
-        super().__init__(config if config is not None else self.Config())
-
     def _images(self, run) -> torch.Tensor:
         """uint8 (n, 3, S, S) centre crops of ``n_images`` val images (deterministic subset)."""
         cfg = self.config

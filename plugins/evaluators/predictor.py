@@ -38,9 +38,6 @@ def _tasks(instance, attribute, value) -> None:
 class _PredictorTuning(Evaluator):
     needs = frozenset({"predictor"})
 
-    def __init__(self, config=None):
-        super().__init__(config if config is not None else self.Config())
-
     def _tokens(self, run):
         cfg = self.config
         train = split(run, "train", cfg.max_train)

@@ -39,9 +39,6 @@ class ProbeConfig:
 
 
 class _Probe(Evaluator):
-    def __init__(self, config=None):
-        super().__init__(config if config is not None else self.Config())
-
     def label_tasks(self) -> tuple[str, ...]:
         return () if self.config.task is None else (self.config.task,)
 

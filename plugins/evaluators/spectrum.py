@@ -138,9 +138,6 @@ class Spectrum(Evaluator):
         #: output PNG, absolute or relative to the run directory
         path: str = attrs.field(default="spectrum.png", validator=attrs.validators.instance_of(str))
 
-    def __init__(self, config=None):
-        super().__init__(config if config is not None else self.Config())
-
     def _mrr(self, run) -> dict[str, float]:
         """The equivariance_mrr evaluator's results for these ranking settings (all of its per-op MRRs)."""
         ranking = {f.name: getattr(self.config, f.name) for f in attrs.fields(RankingConfig)}

@@ -49,9 +49,6 @@ class TokenVariance(Evaluator):
         batch_size: int = batch_size_field()
         num_workers: int | None = workers_field()
 
-    def __init__(self, config=None):
-        super().__init__(config if config is not None else self.Config())
-
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         val = split(run, "val", cfg.max_val)
