@@ -141,8 +141,6 @@ class Shapes(torch.utils.data.Dataset):
         if p["background"] == 0:
             grid = torch.tensor(p["noise"]).view(1, 1, 4, 4)
             t = F.interpolate(grid, size=(s, s), mode="bilinear", align_corners=False)[0, 0]
-        elif p["background"] == 3:
-            t = torch.zeros(s, s)
         else:
             ys, xs = _grid(s)
             c, sn, f = math.cos(p["bg_angle"]), math.sin(p["bg_angle"]), p["bg_freq"]
@@ -242,7 +240,7 @@ class Motifs(Shapes):
         smallest = min(_area(name) for name in SHAPES[: cfg.n_shapes])
         area_scale = math.sqrt(smallest / _area(SHAPES[shape]))  # equal areas: coverage says nothing
         colour = min(int(u[2] * cfg.n_colours), cfg.n_colours - 1)
-        base = [0.2 + 0.5 * x for x in u[7:10]]
+        base = [0.45] * 3 if cfg.background == "grey" else [0.2 + 0.5 * x for x in u[7:10]]
         copies = []
         for k in range(g * g):
             a, b, c, d, e = u[_N_RANDOM + 5 * k : _N_RANDOM + 5 * k + 5]
@@ -253,22 +251,23 @@ class Motifs(Shapes):
             centre = ((row + 0.5) / g + slack * (2 * b - 1), (col + 0.5) / g + slack * (2 * c - 1))
             own = min(int(e * cfg.n_colours), cfg.n_colours - 1) if cfg.colour_per == "copy" else colour
             copies.append({"radius": radius, "centre": centre, "angle": math.radians(d * cfg.rotation), "colour": own})
-        if cfg.background == "grey":
-            bg_colours = [0.45] * 6
-        else:
-            bg_colours = base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])]  # low contrast
         return {
             "shape": shape,
             "colour": colour,
             "grid": g - low,
             "copies": copies,
-            "background": min(int(u[6] * 3), 2) if cfg.background == "texture" else 3,
-            "bg_colours": bg_colours,
+            "background": min(int(u[6] * 3), 2) if cfg.background == "texture" else None,  # None: flat
+            "bg_colours": base + [x + 0.12 * (2 * w - 1) for x, w in zip(base, u[10:13])],  # low contrast
             "bg_angle": u[13] * math.pi,
             "bg_freq": 2 + 6 * u[14],
             "bg_phase": u[15] * 2 * math.pi,
             "noise": u[16:32],
         }
+
+    def _background(self, p: dict) -> torch.Tensor:
+        if p["background"] is None:  # flat: the first background colour everywhere
+            return torch.tensor(p["bg_colours"][:3]).view(3, 1, 1).repeat(1, self.size, self.size)
+        return super()._background(p)
 
     def render(self, index: int, params: dict | None = None) -> torch.Tensor:
         p = params or self.params(index)
