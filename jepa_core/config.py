@@ -130,7 +130,9 @@ def drop_renamed_params(before: Any, after: Any, origins: dict[str, str], fresh:
     Components are the schema's :class:`Component` fields, so ``name`` elsewhere
     (the experiment's, the timm encoder's) merges as before.
     """
-    if tp is Component:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        drop_renamed_params(before, after, origins, fresh, _branch(typing.get_args(tp), after), key)
+    elif tp is Component:
         old = before.get("name") if isinstance(before, dict) else before
         if isinstance(after, dict) and old is not None and after.get("name") != old:
             for param in [k for k in after if k != "name" and not fresh(origin_of(origins, f"{key}.{k}", ""))]:
@@ -212,8 +214,7 @@ def _structure(tp: Any, value: Any, key: str, ctx: _Ctx) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _structure(inner, value, key, ctx)
+        return _structure(_branch(args, value), value, key, ctx)
     if tp is Component:
         return _component(value, key, ctx)
     if attrs.has(tp):
@@ -244,6 +245,16 @@ def _structure(tp: Any, value: Any, key: str, ctx: _Ctx) -> Any:
     elif isinstance(value, tp):
         return value
     raise ctx.error(key, f"must be {_describe(tp)}, got {value!r}")
+
+
+def _branch(args: tuple, value: Any) -> Any:
+    """The type of a union that ``value`` is written as: the list one for a list, else the other."""
+    inner = [a for a in args if a is not type(None)]
+    lists = [a for a in inner if typing.get_origin(a) is list]
+    if lists and len(inner) > 1:
+        return lists[0] if isinstance(value, list) else next(a for a in inner if a not in lists)
+    (only,) = inner
+    return only
 
 
 def _component(value: Any, key: str, ctx: _Ctx) -> Component:

@@ -13,6 +13,10 @@ Datasets come from the ``datasets`` registry (``jepa_core.registries.datasets``)
 loaders here turn them into dicts ``{"image", "label", "crop", "flip"}`` where
 ``crop`` = (top, left, height, width) of the crop divided by the source
 height/width, so the geometric action between two views can be computed later.
+
+Clip datasets yield ``({"frames", "actions"?, "states"?}, label)``; every frame
+of a clip gets the same crop and flip, ``image`` is then uint8 (T, 3, H, W) and
+the actions and states travel beside it unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ def mix_seed(*parts: int) -> int:
     for p in parts:
         h = splitmix64(h ^ (int(p) & _MASK64))
     return h
+
+
+def _unpack(item: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A dataset item's pixels (an image, or a clip's uint8 frames) and what travels beside them."""
+    if isinstance(item, dict):
+        return item["frames"], {k: torch.as_tensor(item[k], dtype=torch.float32)
+                                for k in ("actions", "states") if k in item}
+    return to_uint8_image(item), {}
 
 
 def to_uint8_image(image: Any) -> torch.Tensor:
@@ -97,8 +109,9 @@ def sample_crop(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _view(image: torch.Tensor, label: Any, box: tuple[int, int, int, int], flip: bool, size: int) -> dict:
-    _, H, W = image.shape
+def _view(image: torch.Tensor, label: Any, box: tuple[int, int, int, int], flip: bool, size: int,
+          extras: dict[str, torch.Tensor]) -> dict:
+    H, W = image.shape[-2:]
     top, left, h, w = box
     out = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
     if flip:
@@ -108,6 +121,7 @@ def _view(image: torch.Tensor, label: Any, box: tuple[int, int, int, int], flip:
         "label": int(label),
         "crop": torch.tensor([top / H, left / W, h / H, w / W], dtype=torch.float32),
         "flip": torch.tensor(bool(flip)),
+        **extras,
     }
 
 
@@ -138,12 +152,12 @@ class CropFlip(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> dict:
         index, draw_seed = item
-        image, label = self.dataset[index]
-        image = to_uint8_image(image)
+        item, label = self.dataset[index]
+        image, extras = _unpack(item)
         g = torch.Generator().manual_seed(int(draw_seed))
-        box = sample_crop(image.shape[1], image.shape[2], self.crop_scale, self.ratio, g)
+        box = sample_crop(image.shape[-2], image.shape[-1], self.crop_scale, self.ratio, g)
         flip = torch.rand(1, generator=g).item() < self.flip_p
-        return _view(image, label, box, flip, self.image_size)
+        return _view(image, label, box, flip, self.image_size, extras)
 
 
 class CentreCrop(Dataset):
@@ -161,8 +175,8 @@ class CentreCrop(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        image, label = self.dataset[index]
-        image = to_uint8_image(image)
+        item, label = self.dataset[index]
+        image, extras = _unpack(item)
         image = TF.resize(image, [self.image_size], antialias=True)
         image = TF.center_crop(image, [self.image_size, self.image_size])
         return {
@@ -170,6 +184,7 @@ class CentreCrop(Dataset):
             "label": int(label),
             "crop": torch.tensor([0.0, 0.0, 1.0, 1.0]),
             "flip": torch.tensor(False),
+            **extras,
         }
 
 

@@ -54,6 +54,14 @@ class TrainedRun:
         return build_predictor(self.experiment.loaded, self.experiment.registries, self.experiment.encoder,
                                self.views)[1]
 
+    def environment(self, name: str, **params):
+        """Environment ``name``; the keys it shares with the run's dataset (same name) come from data.dataset."""
+        registry = self.experiment.registries.environments
+        spec = self.config.data.dataset
+        fields = {f.name for f in attrs.fields(registry.get(name).config)} if registry.get(name).config else set()
+        shared = {k: val for k, val in spec.params.items() if k in fields} if spec.name == name else {}
+        return registry.create(name, **{**shared, **params})
+
 
 def trained_run(exp: Experiment, device: torch.device | None = None, run_dir: str | Path | None = None) -> TrainedRun:
     device = device or next(exp.encoder.parameters()).device

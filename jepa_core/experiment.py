@@ -23,7 +23,8 @@ from jepa_core.schema import Component, ExperimentConfig
 from jepa_core.views import Views
 from jepa_core.registries import ComponentError
 from jepa_core.registries.conditioning import Conditioner
-from jepa_core.registries.datasets import MissingDataError, dataset_tasks
+from jepa_core.registries.datasets import MissingDataError, dataset_tasks, is_clip_dataset
+from jepa_core.registries.predictors import ActionConditionedPredictor
 from jepa_core.registries.transformations import ENCODINGS, Masking, Transformation
 
 
@@ -152,16 +153,27 @@ def build_views(loaded: LoadedConfig, registries: Registries, grid: tuple[int, i
     size = loaded.config.data.image_size
     target = _pipeline(loaded, registries, "target", size)
     source = _pipeline(loaded, registries, "source", size)
-    spec = loaded.config.views.masking
-    with at(loaded, "views.masking"):
-        _expect(registries, spec.name, Masking, "a masking transformation (it outputs images, not token indices)")
-        masking = registries.transformations.create(spec.name, grid, **spec.params)
+    specs = loaded.config.views.masking
+    keys = ([(f"views.masking.{i}", spec) for i, spec in enumerate(specs)] if isinstance(specs, list)
+            else [("views.masking", specs)])
+    if not keys:
+        raise loaded.error("views.masking", "is an empty list; name at least one mask sampler")
+    maskings = []
+    for key, spec in keys:
+        with at(loaded, key):
+            _expect(registries, spec.name, Masking, "a masking transformation (it outputs images, not token indices)")
+            dims = getattr(registries.transformations.get(spec.name).component, "grid_dims", None)
+            if dims not in (None, len(grid)):
+                raise ComponentError(f"{spec.name!r} masks {'a video' if dims == 3 else 'an image'} token grid, but the "
+                                     f"encoder's is {'x'.join(map(str, grid))}; use "
+                                     + ("'tubes' or 'full'" if len(grid) == 3 else "'multiblock', 'random' or 'full'"))
+            maskings.append(registries.transformations.create(spec.name, grid, **spec.params))
     with at(loaded, "views"):
         for name, op in target:
             other = dict(source).get(name)
             if other is not None and type(other) is not type(op):
                 raise ValueError(f"{name!r} names different transformations in source and target")
-    return Views(target, source, masking)
+    return Views(target, source, maskings)
 
 
 def build_predictor(loaded: LoadedConfig, registries: Registries, encoder: Encoder,
@@ -177,9 +189,15 @@ def build_predictor(loaded: LoadedConfig, registries: Registries, encoder: Encod
             cfg.conditioning.name, views.action_dim, width, **cfg.conditioning.params
         )
     with at(loaded, "predictor"):
-        return conditioner, registries.predictors.create(
+        predictor = registries.predictors.create(
             cfg.predictor.name, encoder.embed_dim, encoder.grid, conditioner, **cfg.predictor.params
         )
+    tokens = getattr(predictor, "mask_tokens", 1)
+    if len(views.maskings) > tokens:
+        raise loaded.error("views.masking", f"lists {len(views.maskings)} mask samplers, each with its own mask token; "
+                                            f"predictor {cfg.predictor.name!r} has {tokens}: set predictor.mask_tokens "
+                                            f"to {len(views.maskings)}")
+    return conditioner, predictor
 
 
 def build_experiment(loaded: LoadedConfig, registries: Registries | None = None) -> Experiment:
@@ -189,7 +207,11 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
     torch.manual_seed(cfg.train.seed)
     with at(loaded, "encoder.name"):
         encoder = Encoder(cfg.encoder.name, cfg.data.image_size, cfg.encoder.drop_path_rate,
-                          cfg.encoder.depth, cfg.encoder.patch_size)
+                          cfg.encoder.depth, cfg.encoder.patch_size, cfg.encoder.frames,
+                          cfg.encoder.tubelet, cfg.encoder.uniform_power, rope=cfg.encoder.rope,
+                          num_heads=cfg.encoder.num_heads)
+    if cfg.encoder.init is not None:
+        _init_encoder(loaded, encoder, cfg.encoder.init)
     views = build_views(loaded, registries, encoder.grid)
     conditioner, predictor = build_predictor(loaded, registries, encoder, views)
     with at(loaded, "target"):
@@ -208,19 +230,85 @@ def build_experiment(loaded: LoadedConfig, registries: Registries | None = None)
         registries.datasets.config(cfg.data.dataset.name, **cfg.data.dataset.params)
     exp = Experiment(loaded, registries, encoder, predictor, target, views, evaluators)
     train_split = functools.cache(functools.partial(_local_dataset, exp))  # built once, if a check needs it
+    _check_clips(exp, train_split)
     _check_evaluators(exp, train_split)
     _check_health(exp, train_split)
     return exp
 
 
+def _init_encoder(loaded: LoadedConfig, encoder: Encoder, run_dir: str) -> None:
+    """Start from the weights of ``run_dir``'s target encoder (its positions are rebuilt here, not copied)."""
+    from jepa_core.evaluate import load_run
+
+    try:
+        other = load_run(run_dir)
+    except ConfigError as exc:
+        raise loaded.error("encoder.init", str(exc)) from None
+    weights = other.target.target_encoder(other.encoder).state_dict()
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise loaded.error("encoder.init", f"{run_dir}'s encoder does not fit this encoder ({first}); "
+                                           "set encoder.name, depth, patch_size and tubelet to its") from None
+
+
+def _check_clips(exp: Experiment, train_split: Callable[[], Any]) -> None:
+    """A video encoder on clips of its length; an action-conditioned predictor on clips with its actions."""
+    cfg, loaded = exp.config, exp.loaded
+    world_model = isinstance(exp.predictor, ActionConditionedPredictor)
+    if world_model:
+        if any(p.requires_grad for p in exp.encoder.parameters()):
+            raise loaded.error("target.name", f"predictor {cfg.predictor.name!r} trains on fixed features; "
+                                              "use target 'frozen'")
+        if cfg.data.flip_p or tuple(cfg.data.crop_scale) != (1.0, 1.0):
+            raise loaded.error("data.flip_p" if cfg.data.flip_p else "data.crop_scale",
+                               "a crop or flip changes what the clips' actions do on screen; "
+                               "set data.flip_p: 0 and data.crop_scale: [1.0, 1.0]")
+    if cfg.encoder.frames is None and not world_model:
+        return
+    dataset = train_split()
+    if dataset is None:
+        return
+    name = cfg.data.dataset.name
+    clips = is_clip_dataset(dataset)
+    if exp.encoder.framewise and cfg.encoder.frames is not None and not world_model:
+        raise loaded.error("encoder.frames", f"equals encoder.tubelet ({cfg.encoder.tubelet}): a video encoder of one "
+                                             "tubelet encodes clips frame by frame, for ac_vit; V-JEPA needs more frames")
+    if not exp.encoder.framewise and (not clips or dataset.frames != cfg.encoder.frames):
+        got = f"clips of {dataset.frames} frames" if clips else "images"
+        raise loaded.error("encoder.frames", f"the video encoder takes clips of {cfg.encoder.frames} frames; "
+                                             f"dataset {name!r} gives {got}")
+    if world_model:
+        predictor = exp.predictor
+        if not clips or not dataset.action_dim:
+            raise loaded.error("data.dataset.name", f"predictor {cfg.predictor.name!r} needs clips with actions; "
+                                                    f"dataset {name!r} has none")
+        if predictor.action_dim != dataset.action_dim:
+            raise loaded.error("predictor.action_dim", f"is {predictor.action_dim}, but dataset {name!r} "
+                                                       f"records actions of {dataset.action_dim} entries")
+        if predictor.state_dim not in (0, dataset.state_dim):
+            raise loaded.error("predictor.state_dim", f"is {predictor.state_dim}, but dataset {name!r} records "
+                                                      f"states of {dataset.state_dim} entries (0: no state tokens)")
+
+
 def _check_evaluators(exp: Experiment, train_split: Callable[[], Any]) -> None:
     """Each evaluator's ``needs`` and label tasks met by this run, before training (not after it, at evaluation)."""
-    have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None}
+    have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None,
+            "world_model": isinstance(exp.predictor, ActionConditionedPredictor)}
     for i, (name, evaluator) in enumerate(exp.evaluators):
         missing = sorted(need for need in evaluator.needs if not have.get(need, True))
         if missing:
             raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
                                                      "which this run does not have")
+    kinds = {evaluator.data for _, evaluator in exp.evaluators} - {"any"}
+    dataset = train_split() if kinds else None
+    if dataset is not None:
+        data = "clips" if is_clip_dataset(dataset) else "images"
+        for i, (name, evaluator) in enumerate(exp.evaluators):
+            if evaluator.data not in (data, "any"):
+                raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} reads {evaluator.data}; dataset "
+                                                         f"{exp.config.data.dataset.name!r} gives {data}")
     wanted = [(i, name, evaluator.label_tasks()) for i, (name, evaluator) in enumerate(exp.evaluators)]
     dataset = train_split() if any(tasks for _, _, tasks in wanted) else None
     if dataset is None:
@@ -241,10 +329,11 @@ def _local_dataset(exp: Experiment) -> Any | None:
     checks that need the data run there.
     """
     spec = exp.config.data.dataset
-    try:
-        return exp.registries.datasets.create(spec.name, "train", **spec.params)
-    except MissingDataError:
-        return None
+    with at(exp.loaded, "data.dataset"):  # a bad file or key: one line, before training
+        try:
+            return exp.registries.datasets.create(spec.name, "train", **spec.params)
+        except MissingDataError:
+            return None
 
 
 def _check_health(exp: Experiment, train_split: Callable[[], Any]) -> None:

@@ -50,6 +50,11 @@ def jepa_register_loggers(registry: Registry) -> None:
 
 
 @hookspec
+def jepa_register_environments(registry: Registry) -> None:
+    """Register environments: worlds a planner acts in (``reset``, ``step``, ``distance``)."""
+
+
+@hookspec
 def jepa_run_start(run_dir: str, config: Any, start_step: int, total_steps: int) -> None:
     """A run starts (``start_step`` > 0 when it resumes)."""
 

@@ -53,7 +53,7 @@ def describe(exp: Experiment) -> str:
     layout = ", ".join(f"{s.name}[{s.dim}, {s.encoding}]" for s in views.slots if s.dim) or "none"
     return (f"{dump_yaml(exp.config)}# parameters\n{counts}\n"
             f"# action dimension: {views.action_dim} ({layout})\n"
-            f"# patch grid: {exp.encoder.grid[0]}x{exp.encoder.grid[1]}")
+            f"# token grid: {'x'.join(map(str, exp.encoder.grid))}")
 
 
 @cli

@@ -9,7 +9,7 @@ own config class when the experiment is built.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import attrs
 
@@ -50,6 +50,22 @@ class EncoderConfig:
     #: override the named model's depth / patch size (small CPU runs)
     depth: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
     patch_size: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    #: a video encoder (V-JEPA) over clips of this many frames; unset: an image encoder,
+    #: which encodes a clip's frames one by one (docs/video.md)
+    frames: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
+    #: a run directory whose (target) encoder weights this run starts from, e.g. a V-JEPA run under
+    #: an action-conditioned predictor (docs/planning.md); the architectures must match
+    init: Optional[str] = None
+    #: frames per tubelet of the video encoder (its Conv3d's temporal kernel and stride)
+    tubelet: int = attrs.field(default=2, validator=positive_int)
+    #: the video encoder's 3-D sin-cos split: equal widths for time, rows and columns (V-JEPA's
+    #: released models); false: half for time, a quarter per axis (V-JEPA's code default)
+    uniform_power: bool = True
+    #: V-JEPA 2's 3-D rotary positions: no added pos_embed, every block's attention rotates queries and
+    #: keys by the (time, row, col) of the tokens present (an image is one frame); import-vjepa of V-JEPA 2
+    rope: bool = False
+    #: override the named model's attention heads (V-JEPA 2's ViT-g: 22 heads of 64; timm's vit_giant has 16)
+    num_heads: Optional[int] = attrs.field(default=None, validator=attrs.validators.optional(positive_int))
 
     @property
     def patch(self) -> Optional[int]:
@@ -64,7 +80,8 @@ class ViewsConfig:
     target: list[Component] = attrs.field(factory=list)
     #: ops applied to the source view x, after the shared crop and flip
     source: list[Component] = attrs.field(factory=list)
-    masking: Component = _component("multiblock")
+    #: a mask sampler, or a list of them: every step trains on each (V-JEPA's pair), with its own mask token
+    masking: Union[Component, list[Component]] = _component("multiblock")
 
 
 @attrs.define

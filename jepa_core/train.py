@@ -26,6 +26,7 @@ from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, at
 from jepa_core.health import HealthMonitor, prediction_cosine
 from jepa_core.precision import Precision, choose
+from jepa_core.registries.predictors import ActionConditionedPredictor, autoregress
 from jepa_core.rundir import RunDir, write_json, write_text
 from jepa_core.schedules import Schedule, total_steps, warmup_steps
 
@@ -85,8 +86,7 @@ class Trainer:
 
     def _choose_precision(self) -> Precision:
         """``train.precision``, with ``auto`` measured here; every rank trains in the same one."""
-        rows, cols = self.exp.encoder.grid
-        tokens = self.cfg.data.batch_size * rows * cols
+        tokens = self.cfg.data.batch_size * self.exp.encoder.num_tokens
         choice = choose(self.cfg.train.precision, self.device, tokens, self.exp.encoder.embed_dim)
         if self.dist.any(choice.name != "bf16") and choice.name == "bf16":
             choice = attrs.evolve(choice, name="fp32", reason=f"{choice.reason}; another rank measured otherwise")
@@ -145,20 +145,46 @@ class Trainer:
                             "lower optim.lr or set optim.clip_grad")
 
     # ------------------------------------------------------------------- step
-    def _forward_loss(self, views) -> torch.Tensor:
+    def _forward_loss(self, views, steps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if isinstance(self.exp.predictor, ActionConditionedPredictor):
+            return self._world_model_loss(views.source, steps["actions"], steps.get("states"))
         loss, prediction, target = self._predict_loss(views.source, views.target, views.masks, views.action)
         self._fit = (prediction.detach(), target.detach())  # the health monitors' pred_target_cos
         if self.exp.target.symmetric:
             loss = loss + self._predict_loss(views.target, views.source, views.masks, None)[0]
-        return loss
+        for index, masks in enumerate(views.more_masks, start=1):  # V-JEPA: the mean over mask samplers
+            loss = loss + self._predict_loss(views.source, views.target, masks, views.action, index)[0]
+        return loss / (1 + len(views.more_masks))
 
-    def _predict_loss(self, source, target_view, masks, action) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _predict_loss(self, source, target_view, masks, action,
+                      mask_index: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss of one mask sampler's masks; ``mask_index`` > 0 picks the predictor's mask token of a later one."""
+        extra = {"mask_index": mask_index} if mask_index else {}
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             context = self.encoder(source, masks.context)
-            prediction = self.predictor(context, masks.context, masks.targets, action)
+            prediction = self.predictor(context, masks.context, masks.targets, action, **extra)
             target = self.exp.target(target_view, masks.targets)
         prediction, target = prediction.float(), target.float()
         return self.exp.target.loss(prediction, target), prediction, target
+
+    def _world_model_loss(self, clips: torch.Tensor, actions: torch.Tensor,
+                          states: torch.Tensor | None) -> torch.Tensor:
+        """V-JEPA 2-AC: teacher forcing over every step plus a rollout of ``auto_steps`` from the first frame.
+
+        The predictor reads the target's (frozen, frame-wise) features of every
+        frame and predicts each next frame's.
+        """
+        batch, frames = clips.shape[:2]
+        auto = min(self.exp.predictor.auto_steps, frames - 1)
+        idx = torch.arange(frames * self.exp.encoder.num_tokens, device=clips.device).expand(batch, 1, -1)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            h = self.exp.target(clips, idx).view(batch, frames, self.exp.encoder.num_tokens, -1)
+            past_states = None if states is None else states[:, :-1]
+            teacher = self.predictor(h[:, :-1], actions, past_states).float()
+            rolled = autoregress(self.predictor, h[:, :1], actions, states, auto).float()
+        h = h.float()
+        self._fit = (teacher.detach(), h[:, 1:])
+        return self.exp.target.loss(teacher, h[:, 1:]) + self.exp.target.loss(rolled, h[:, 1:auto + 1])
 
     def _compile_blocks(self) -> None:
         """``train.compile``: compile every transformer block, with dynamic sequence lengths.
@@ -182,15 +208,19 @@ class Trainer:
         for copies, online in self._ema:
             torch._foreach_lerp_(copies, online, 1.0 - m)
 
-    def train_step(self, images: torch.Tensor, step: int, total: int, lr: float, wd: float) -> torch.Tensor:
-        """One optimizer step on uint8 ``images`` (on the device); returns the loss without syncing."""
+    def train_step(self, images: torch.Tensor, step: int, total: int, lr: float, wd: float,
+                   steps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One optimizer step on uint8 ``images`` or clips (on the device); returns the loss without syncing.
+
+        ``steps``: a clip batch's per-step ``actions`` and per-frame ``states``, when its data has them.
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             if group.get("wd_scheduled"):
                 group["weight_decay"] = wd
         generator = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.dist.rank, step))
         views = self.exp.views(images, generator)
-        loss = self._forward_loss(views)
+        loss = self._forward_loss(views, steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.clip_grad is not None:
@@ -249,7 +279,8 @@ class Trainer:
                 break
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
             images = batch["image"].to(self.device, non_blocking=True)
-            loss = self.train_step(images, step, total, lr, wd)
+            steps = {k: batch[k].to(self.device, non_blocking=True) for k in ("actions", "states") if k in batch}
+            loss = self.train_step(images, step, total, lr, wd, steps)
             step += 1
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             images_since += images.shape[0] * self.dist.world_size

@@ -34,6 +34,8 @@ class ViewBatch:
     masks: Masks
     source_params: dict[str, Params]
     target_params: dict[str, Params]
+    #: the masks of the second and later samplers of a ``views.masking`` list (V-JEPA's pair)
+    more_masks: tuple[Masks, ...] = ()
 
 
 @attrs.frozen
@@ -53,11 +55,12 @@ class Views:
         self,
         target: list[tuple[str, Transformation]],
         source: list[tuple[str, Transformation]],
-        masking: Masking,
+        masking: Masking | list[Masking],
     ):
         self.target = target
         self.source = source
-        self.masking = masking
+        self.maskings = list(masking) if isinstance(masking, list) else [masking]
+        self.masking = self.maskings[0]
         names = list(dict.fromkeys([n for n, _ in source] + [n for n, _ in target]))
         ops = {**dict(target), **dict(source)}
         self.slots: list[ActionSlot] = []
@@ -86,20 +89,23 @@ class Views:
             parts.append(op.encode(src, tgt).cpu())
         return torch.cat(parts, dim=1).float()
 
-    @staticmethod
-    def apply(pipeline, images: torch.Tensor, params: dict[str, Params]) -> torch.Tensor:
+    @classmethod
+    def apply(cls, pipeline, images: torch.Tensor, params: dict[str, Params]) -> torch.Tensor:
+        """Run ``pipeline`` on images (B, 3, H, W) or clips (B, T, 3, H, W): a clip's frames share its parameters."""
+        if images.dim() == 5:
+            return torch.stack([cls.apply(pipeline, frame, params) for frame in images.unbind(1)], dim=1)
         for name, op in pipeline:
             images = op.apply(images, params[name])
         return images
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> ViewBatch:
-        """``images``: uint8 (B, 3, H, W) on the device; all randomness from ``generator``."""
+        """``images``: uint8 (B, 3, H, W) or clips (B, T, 3, H, W) on the device; all randomness from ``generator``."""
         batch = images.shape[0]
         pixels = images.float().div_(255.0)
         target_params = self.sample_params(self.target, batch, generator)
         source_params = self.sample_params(self.source, batch, generator)
-        masks = self.masking.sample(batch, generator).to(images.device, non_blocking=True)
+        masks = [m.sample(batch, generator).to(images.device, non_blocking=True) for m in self.maskings]
         y = self.apply(self.target, pixels, target_params)
         x = self.apply(self.source, pixels, source_params)
         action = self.encode(source_params, target_params, batch).to(images.device, non_blocking=True)
-        return ViewBatch(normalize(y), normalize(x), action, masks, source_params, target_params)
+        return ViewBatch(normalize(y), normalize(x), action, masks[0], source_params, target_params, tuple(masks[1:]))

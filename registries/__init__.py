@@ -6,6 +6,7 @@ Importing this package is cheap (no torch); the contract modules
 
 from jepa_core.registries._registry import ComponentError, Entry, Registry, build_config, did_you_mean
 
-KINDS = ("transformations", "conditioning", "predictors", "targets", "evaluators", "datasets", "loggers")
+KINDS = ("transformations", "conditioning", "predictors", "targets", "evaluators", "datasets", "loggers",
+         "environments")
 
 __all__ = ["KINDS", "ComponentError", "Entry", "Registry", "build_config", "did_you_mean"]

@@ -7,6 +7,12 @@ loader's job, not the dataset's. A dataset with several labels per image (for
 multi-task evaluation) also declares ``tasks`` and ``labels(task)``; the engine
 and the evaluators read them only through :func:`dataset_tasks` and
 :func:`task_labels`.
+
+A clip dataset (:class:`ClipDataset`) yields ``(clip, label)`` where ``clip``
+is a dict: ``"frames"`` uint8 (T, 3, H, W), and when the data records them
+``"actions"`` float32 (T-1, A) (the action taken between frame t and t+1) and
+``"states"`` float32 (T, S). It declares ``frames``, ``action_dim`` and
+``state_dim`` (0 when it has none) so that a run is checked before training.
 """
 
 from __future__ import annotations
@@ -36,6 +42,28 @@ class LabelledDataset(Protocol):
     # Optional, for datasets with several labels per image:
     #   tasks: dict[str, list]          task name -> class names, in label order
     #   def labels(self, task) -> LongTensor   every image's label for ``task``
+
+
+@runtime_checkable
+class ClipDataset(Protocol):
+    """What a clip dataset factory returns: ``dataset[i]`` is ``({"frames", "actions"?, "states"?}, label)``."""
+
+    num_classes: int
+    #: frames per clip (T)
+    frames: int
+    #: entries of each per-step action, 0 without actions
+    action_dim: int
+    #: entries of each per-frame state, 0 without states
+    state_dim: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]: ...
+
+
+def is_clip_dataset(ds: Any) -> bool:
+    """True for a dataset of clips (it declares ``frames``), False for one of images."""
+    return isinstance(getattr(ds, "frames", None), int) and not isinstance(getattr(ds, "frames"), bool)
 
 
 def dataset_tasks(ds: Any) -> dict[str, list]:

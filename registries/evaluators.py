@@ -2,8 +2,9 @@
 
 Built as ``factory(config)``; ``evaluate(run)`` receives a :class:`RunView`
 (the engine passes its ``TrainedRun``) and returns ``{metric: float}``.
-``needs`` names what the run must have ("predictor", "actions"), so a mismatch
-is refused before any work.
+``needs`` names what the run must have ("predictor", "actions", "world_model":
+an action-conditioned predictor) and ``data`` whether it reads image or clip
+runs, so a mismatch is refused before any work.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ class RunView(Protocol):
 
     def new_predictor(self) -> nn.Module: ...  # the run's predictor architecture, freshly initialised
 
+    def environment(self, name: str, **params: Any) -> Any: ...  # a registries.environments.Environment
+
 
 class Evaluator:
     """Base class of evaluators."""
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: the runs it reads: "images", "clips" or "any" (refused before training on the other kind)
+    data: ClassVar[str] = "images"
 
     def __init__(self, config=None):
         """``config`` None: the defaults of the class's ``Config``, when it declares one."""

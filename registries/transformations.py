@@ -122,10 +122,13 @@ class Masks:
 class Masking:
     """Base class of mask samplers: ``sample(batch_size, generator) -> Masks``.
 
-    Built with the config and the patch grid ``(rows, cols)``; sampling must be
-    a pure function of the generator state so a run is reproducible from
-    ``(seed, step)``.
+    Built with the config and the patch grid ``(rows, cols)``, or ``(time, rows,
+    cols)`` for a video encoder; sampling must be a pure function of the
+    generator state so a run is reproducible from ``(seed, step)``.
     """
+
+    #: the grid it samples on: 2 (rows, cols), 3 (time, rows, cols) or None (any)
+    grid_dims: ClassVar[int | None] = 2
 
     def __init__(self, config, grid: tuple[int, int]):
         self.config = config

@@ -60,6 +60,18 @@ def interval(low: float, high: float):
     return check
 
 
+def positive_interval(high: float):
+    """A pair (a, b) with 0 < a <= b <= high: a zero scale or aspect makes an empty mask block."""
+    pair = interval(0.0, high)
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        pair(instance, attribute, value)
+        if value[0] <= 0:
+            raise ValueError(f"'{attribute.name}' must be [min, max] with 0 < min, got {list(value)!r}", attribute)
+
+    return check
+
+
 def one_of(*choices: str):
     def check(instance: Any, attribute: Any, value: Any) -> None:
         if value not in choices:

@@ -107,6 +107,17 @@ def fake_imagefolder(root: Path, classes=("cat", "dog"), splits=("train", "val")
             Image.new("L", (12, 12), 128).save(d / "grey.JPEG")
 
 
+def fake_videofolder(root: Path, classes=("walk", "wave"), splits=("train", "val"), frames: int = 5) -> None:
+    """root/<split>/<class>/<video>/: two videos per class as folders of ``frames`` 16x16 PNG frames."""
+    for split in splits:
+        for c, name in enumerate(classes):
+            for v in range(2):
+                d = root / split / name / f"video{v}"
+                d.mkdir(parents=True)
+                for t in range(frames):
+                    Image.new("RGB", (16, 16), (40 * c, 20 * t, 60 * v)).save(d / f"{t:04d}.png")
+
+
 def _pickle(path: Path, obj) -> None:
     with open(path, "wb") as f:
         pickle.dump(obj, f)

@@ -41,7 +41,7 @@ def test_base_inheritance_and_typed_overrides(write):
     ("train: {stpes: 3}\n", [], "bad.yaml: train.stpes: unknown key (did you mean 'steps'?)"),
     ("train: {steps: many}\n", [], "bad.yaml: train.steps: must be an integer, got 'many'"),
     ("data: {flip_p: 1.5}\n", [], "bad.yaml: data.flip_p: 'flip_p' is a probability and must be in [0, 1]"),
-    ("predictor: {name: vitt}\n", [], "bad.yaml: predictor.name: unknown predictors 'vitt' (did you mean 'vit'?)"),
+    ("predictor: {name: vitt}\n", [], "bad.yaml: predictor.name: unknown predictors 'vitt' (did you mean 'vit' or 'ac_vit'?)"),
     ("predictor: {name: vit, depht: 2}\n", [], "bad.yaml: predictor.depht: predictors 'vit' has no parameter"),
     ("base: missing.yaml\n", [], "bad.yaml: base: file"),
     ("train: [unclosed\n", [], "bad.yaml: unreadable YAML at line"),
@@ -102,7 +102,7 @@ def test_dry_run_builds_everything_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     assert launch(["experiments/ijepa.yaml", "--dry-run", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "patch grid: 16x16" in printed
+    assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "token grid: 16x16" in printed
     assert not out.exists()
 
 

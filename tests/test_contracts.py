@@ -20,16 +20,17 @@ import attrs
 import pytest
 from PIL import Image
 
-from helpers import (fake_cifar10, fake_cifar100, fake_imagefolder, fake_stl10, read_metrics, tensorboard_events,
-                     wandb_attempt, wandb_offline_env)
+from helpers import (fake_cifar10, fake_cifar100, fake_imagefolder, fake_stl10, fake_videofolder, read_metrics,
+                     tensorboard_events, wandb_attempt, wandb_offline_env)
 from jepa_core import evaluate, launch
-from jepa_core.api import Masking
+from jepa_core.api import ActionConditionedPredictor, Masking
 from jepa_core.config import ConfigError, load_config
 from jepa_core.experiment import build_experiment
 from jepa_core.manager import get_registries
 from jepa_core.registries import KINDS
-from jepa_core.testing import (check_conditioner, check_dataset, check_evaluator, check_logger, check_masking,
-                               check_predictor, check_target, check_transformation, resumed_run, tiny_run)
+from jepa_core.testing import (check_conditioner, check_dataset, check_environment, check_evaluator, check_logger,
+                               check_masking, check_predictor, check_target, check_transformation, resumed_run,
+                               tiny_run)
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRIES = get_registries()
@@ -39,13 +40,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {
     "depth": 1, "width": 32, "heads": 2, "hidden": 32, "out": 16, "predictor_hidden": 32, "patch_size": 8,
     "n_images": 4, "bank_size": 8, "max_train": 16, "max_val": 8, "n_train": 16, "n_val": 8, "epochs": 1,
-    "size": 32, "train_size": 16, "val_size": 8,
+    "size": 32, "train_size": 16, "val_size": 8, "episodes": 2, "max_steps": 2, "samples": 16, "elites": 4,
+    "clips": 8, "action_dim": 2,  # not a size: the width of moving_shapes' actions, which ac_vit must be told
 }
 #: the shipped tiny recipes, IWM first: a component none of them uses is swapped into the first that builds
 RECIPES = sorted((ROOT / "experiments" / "tiny").glob("*.yaml"), key=lambda p: (p.stem != "iwm", p.stem))
 RECIPES.remove(ROOT / "experiments" / "tiny" / "common.yaml")
 #: two steps of a small batch, nothing else
-FAST = ("train.steps=2", "health.every=0", "train.precision=fp32", "data.batch_size=8",
+FAST = ("train.steps=2", "train.log_every=1", "health.every=0", "train.precision=fp32", "data.batch_size=8",
         "data.dataset.train_size=32", "data.dataset.val_size=8", "eval=[]", "loggers=[]")
 SECTIONS = {"conditioning": "conditioning", "predictors": "predictor", "targets": "target"}
 
@@ -53,7 +55,7 @@ SECTIONS = {"conditioning": "conditioning", "predictors": "predictor", "targets"
 def test_every_component_kind_has_its_contract_tests():
     """A new kind in registries.KINDS needs a check in jepa_core.testing and its tests below."""
     assert set(KINDS) == {"transformations", "conditioning", "predictors", "targets", "evaluators", "datasets",
-                          "loggers"}
+                          "loggers", "environments"}
 
 
 def small(entry) -> dict:
@@ -94,16 +96,25 @@ def test_predictor(entry):
 
 @pytest.mark.parametrize("entry", entries("targets"))
 def test_target(entry):
-    """With the predictor of the recipe that trains it (the contrastive targets need the projector)."""
+    """With the predictor of the recipe that trains it (the contrastive targets need the projector); the default
+    token predictor for a target a world model trains on (ac_vit reads whole frames, not context tokens)."""
     path, swap = recipe("targets", entry.name)
     spec = load_config(path, [*FAST, *swap]).config.predictor
     partner = functools.partial(REGISTRIES.predictors.create, spec.name, **spec.params)
+    if issubclass(REGISTRIES.predictors.get(spec.name).component, ActionConditionedPredictor):
+        partner = None
     check_target(entry.name, entry.factory, partner, **small(entry))
+
+
+@pytest.mark.parametrize("entry", entries("environments"))
+def test_environment(entry):
+    check_environment(entry.name, entry.factory, **small(entry))
 
 
 #: the files each file-backed dataset reads, written into a tmp root: name -> (writer, params)
 ROOTS = {
     "imagefolder": (fake_imagefolder, {}),
+    "videofolder": (fake_videofolder, {"frames": 3}),
     "cifar10": (fake_cifar10, {"verify_md5": False}),
     "cifar100": (fake_cifar100, {"verify_md5": False}),
     "stl10": (fake_stl10, {"verify_md5": False}),
@@ -130,7 +141,8 @@ def _names(config, kind: str) -> set[str]:
     if kind != "transformations":
         return {getattr(config, SECTIONS[kind]).name}
     views = config.views
-    return {op.name for op in views.source + views.target} | {views.masking.name}
+    maskings = views.masking if isinstance(views.masking, list) else [views.masking]
+    return {op.name for op in views.source + views.target + maskings}
 
 
 def _swap(config, kind: str, entry) -> str:
@@ -192,17 +204,26 @@ def test_trains_in_a_tiny_launch(kind, entry, launched):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("evaluated") / "run")
+    """Runs by the data they read: "images" (IWM on shapes) and "clips" (ac_vit on moving_shapes), trained once."""
+    runs: dict[str, Path] = {}
+
+    def run(data: str) -> Path:
+        if data not in runs:
+            runs[data] = tiny_run(tmp_path_factory.mktemp(f"evaluated_{data}") / "run", clips=data == "clips")
+        return runs[data]
+
+    return run
 
 
 @pytest.mark.parametrize("entry", entries("evaluators"))
 def test_evaluator(entry, trained):
-    check_evaluator(trained, entry.name, **small(entry))
+    check_evaluator(trained(getattr(entry.component, "data", "images")), entry.name, **small(entry))
 
 
 def test_retrieval_grid_with_its_default_config_draws_into_the_run_directory(trained, monkeypatch, tmp_path):
     """``python -m jepa_core.evaluate RUN --evaluator retrieval_grid``: the default path is relative (it raised
     NameError once); from another working directory the PNG still lands in the run directory."""
+    trained = trained("images")
     (trained / "retrieval.png").unlink(missing_ok=True)
     monkeypatch.chdir(tmp_path)
     assert evaluate.main([str(trained), "--evaluator", "retrieval_grid"]) == 0

@@ -58,4 +58,4 @@ def test_launch_works_beside_a_users_own_plugins_folder_and_registries_module(tm
     done = subprocess.run([sys.executable, "-m", "jepa_core.launch", str(ROOT / "experiments" / "quickstart.yaml"),
                            "--dry-run"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "patch grid: 8x8" in done.stdout
+    assert "token grid: 8x8" in done.stdout

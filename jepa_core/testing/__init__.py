@@ -18,6 +18,7 @@ runs them on everything the registries hold.
 
 from jepa_core.testing._core import ContractError
 from jepa_core.testing.data import check_dataset
+from jepa_core.testing.environments import check_environment
 from jepa_core.testing.modules import check_conditioner, check_predictor
 from jepa_core.testing.runs import check_evaluator, check_logger, resumed_run, tiny_run
 from jepa_core.testing.targets import check_target
@@ -25,5 +26,5 @@ from jepa_core.testing.transformations import check_masking, check_transformatio
 
 __all__ = [
     "ContractError", "check_transformation", "check_masking", "check_conditioner", "check_predictor",
-    "check_target", "check_dataset", "check_evaluator", "check_logger", "tiny_run", "resumed_run",
+    "check_target", "check_dataset", "check_environment", "check_evaluator", "check_logger", "tiny_run", "resumed_run",
 ]

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from jepa_core.api import Conditioner, Predictor
+from jepa_core.api import ActionConditionedPredictor, Conditioner, Predictor
 from jepa_core.registries import Registry
 from jepa_core.testing._core import Subject, create, unreached
 
@@ -118,6 +118,8 @@ def check_predictor(name: str, factory: Callable[..., Any], /, **params: Any) ->
     registry.register(name, factory)
     config = registry.config(name, **params)
     component = registry.get(name).component
+    if isinstance(component, type) and issubclass(component, ActionConditionedPredictor):
+        return _check_world_model(it, registry.get(name).factory(config, EMBED, GRID, Conditioner(None, 0, EMBED)))
     predictor_class = isinstance(component, type) and issubclass(component, Predictor)
     width = component.conditioning_width(config, EMBED) if predictor_class else EMBED
     n = GRID[0] * GRID[1]
@@ -151,3 +153,30 @@ def check_predictor(name: str, factory: Callable[..., Any], /, **params: Any) ->
         it.expect(context.grad is not None and bool(torch.isfinite(context.grad).all()),
                   f"no gradient reaches the context, so the encoder would not learn ({what})")
         _expect_gradients(it, predictor, what)
+
+
+def _check_world_model(it: Subject, predictor: ActionConditionedPredictor) -> None:
+    """Frame-causal: output t has the frames' shape and reads steps <= t only; rollout; gradients."""
+    frames, n = 3, GRID[0] * GRID[1]
+    z = _sample((BATCH, frames, n, EMBED), 0)
+    actions = _sample((BATCH, frames, predictor.action_dim), 1)
+    states = _sample((BATCH, frames, predictor.state_dim), 2) if predictor.state_dim else None
+    predictor.eval()
+    with torch.no_grad():
+        out = predictor(z, actions, states)
+        it.expect(tuple(out.shape) == (BATCH, frames, n, EMBED),
+                  f"returned {tuple(out.shape)} for frames {tuple(z.shape)}; the contract is the frames' shape")
+        later = z.clone()
+        later[:, -1] += 1.0
+        it.expect(torch.allclose(out[:, :-1], predictor(later, actions, states)[:, :-1], atol=1e-5),
+                  "changing the last frame changed the predictions of earlier frames: it is not frame-causal")
+        other = actions.clone()
+        other[:, 0] += 1.0
+        it.expect(not torch.allclose(out[:, 0], predictor(z, other, states)[:, 0]), "its output ignores the action")
+        rolled = predictor.rollout(z[:, :1], actions, states, frames)
+        it.expect(tuple(rolled.shape) == (BATCH, frames, n, EMBED), f"rollout returned {tuple(rolled.shape)}")
+    predictor.train()
+    context = z.clone().requires_grad_(True)
+    _backward([predictor(context, actions, states)])
+    it.expect(context.grad is not None and bool(torch.isfinite(context.grad).all()), "no gradient reaches the frames")
+    _expect_gradients(it, predictor, "from its predictions")

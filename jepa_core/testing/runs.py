@@ -39,6 +39,20 @@ TINY_RUN = {
     "health": {"every": 0},
     "eval": [],
 }
+#: the clip runs' counterpart: an action-conditioned predictor on moving_shapes clips, frozen encoder
+TINY_CLIP_RUN = {
+    "name": "tiny-clip-contract",
+    "data": {"dataset": {"name": "moving_shapes", "size": 32, "frames": 3, "train_size": 32, "val_size": 8},
+             "image_size": 32, "batch_size": 8, "num_workers": 0, "crop_scale": [1.0, 1.0], "flip_p": 0.0},
+    "encoder": {"name": "vit_tiny_patch16_224", "patch_size": 8, "depth": 1},
+    "views": {"masking": {"name": "full"}},
+    "conditioning": {"name": "none"},
+    "predictor": {"name": "ac_vit", "action_dim": 2, "depth": 1, "width": 32, "heads": 2, "frames": 4},
+    "target": {"name": "frozen"},
+    "train": {"steps": 2, "log_every": 1, "checkpoint_every": 2, "precision": "fp32"},
+    "health": {"every": 0},
+    "eval": [],
+}
 #: resumed_run: checkpoints every CHECKPOINT steps, stops after logging STOP, relaunched to STEPS
 CHECKPOINT, STOP, STEPS = 4, 5, 6
 
@@ -47,24 +61,25 @@ def _sets(overrides: Iterable[str]) -> list[str]:
     return [arg for override in overrides for arg in ("--set", override)]
 
 
-def _config(run_dir: Path, plugins: Iterable[str]) -> Path:
-    """TINY_RUN with ``plugins``, written beside the run directory."""
+def _config(run_dir: Path, plugins: Iterable[str], clips: bool = False) -> Path:
+    """TINY_RUN (TINY_CLIP_RUN with ``clips``) with ``plugins``, written beside the run directory."""
     config = run_dir.parent / f"{run_dir.name}.yaml"
     files = [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins]
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(yaml.safe_dump({**TINY_RUN, "plugins": files}, sort_keys=False))
+    config.write_text(yaml.safe_dump({**(TINY_CLIP_RUN if clips else TINY_RUN), "plugins": files}, sort_keys=False))
     return config
 
 
-def tiny_run(run_dir: str | Path, *overrides: str, plugins: Iterable[str] = ()) -> Path:
+def tiny_run(run_dir: str | Path, *overrides: str, plugins: Iterable[str] = (), clips: bool = False) -> Path:
     """Train ``TINY_RUN`` into ``run_dir`` with ``python -m jepa_core.launch``; its config file is written beside it.
 
     ``overrides`` are ``--set`` values (``"train.steps=4"``); ``plugins`` are
     modules or .py files the run loads, as YAML ``plugins:`` (an evaluator or
-    logger under check must be found there when it is not installed).
+    logger under check must be found there when it is not installed). ``clips``:
+    ``TINY_CLIP_RUN`` instead, for evaluators of clip runs (``data = "clips"``).
     """
     run_dir = Path(run_dir).resolve()
-    status = launch.main([str(_config(run_dir, plugins)), "--output", str(run_dir), *_sets(overrides)])
+    status = launch.main([str(_config(run_dir, plugins, clips)), "--output", str(run_dir), *_sets(overrides)])
     if status:
         raise RuntimeError(f"the tiny run {run_dir} did not train: python -m jepa_core.launch exited with "
                            f"status {status} (its error is printed above)")

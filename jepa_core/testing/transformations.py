@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Callable
 
 import torch
@@ -154,7 +156,8 @@ def check_masking(name: str, factory: Callable[..., Any], /, **params: Any) -> N
     false; the counts are the same for every image, so the masks stack.
     """
     it = Subject("masking", name)
-    masking = create("transformations", name, factory, GRID, **params)
+    grid = GRID if getattr(factory, "grid_dims", 2) == 2 else (2, *GRID)  # a video grid: (time, rows, cols)
+    masking = create("transformations", name, factory, grid, **params)
     it.expect(isinstance(masking, Masking), f"is a {type(masking).__name__}, not a Masking")
     first, second, moved = draw_twice(lambda g: masking.sample(BATCH, g))
     it.expect(isinstance(first, Masks), f"sample() returned a {type(first).__name__}, not Masks")
@@ -163,11 +166,11 @@ def check_masking(name: str, factory: Callable[..., Any], /, **params: Any) -> N
                                   "global seed: other masks); draw everything from the generator argument")
     disjoint = getattr(masking.config, "allow_overlap", None) is False
     for seed in range(4):
-        _check_masks(it, masking.sample(BATCH, torch.Generator().manual_seed(seed)), disjoint)
+        _check_masks(it, masking.sample(BATCH, torch.Generator().manual_seed(seed)), disjoint, grid)
 
 
-def _check_masks(it: Subject, masks: Masks, disjoint: bool) -> None:
-    n = GRID[0] * GRID[1]
+def _check_masks(it: Subject, masks: Masks, disjoint: bool, grid: tuple[int, ...]) -> None:
+    n = math.prod(grid)
     context, targets = masks.context, masks.targets
     it.expect(context.dim() == 2 and targets.dim() == 3 and context.shape[0] == targets.shape[0] == BATCH
               and min(context.shape + targets.shape) > 0,
@@ -178,7 +181,7 @@ def _check_masks(it: Subject, masks: Masks, disjoint: bool) -> None:
         wrong = ((idx < 0) | (idx >= n)).nonzero()
         if wrong.numel():
             it.fail(f"{what} index {int(idx[tuple(wrong[0])])} at image {int(wrong[0, 0])} is outside "
-                    f"a {GRID[0]}x{GRID[1]} grid")
+                    f"a {'x'.join(map(str, grid))} grid")
         rows = idx.reshape(-1, idx.shape[-1]).sort(dim=1).values
         it.expect(not bool((rows[:, 1:] == rows[:, :-1]).any()), f"a {what} block names a token twice")
     if disjoint:

@@ -9,7 +9,7 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa_core.api import Predictor, gather_tokens, hookimpl, init_vit_weights, sincos_2d, validators as v
+from jepa_core.api import Predictor, gather_tokens, hookimpl, init_vit_weights, sincos, validators as v
 
 
 class ViTPredictor(Predictor):
@@ -22,6 +22,8 @@ class ViTPredictor(Predictor):
         heads: int = attrs.field(default=12, validator=v.positive_int)
         mlp_ratio: float = attrs.field(default=4.0, validator=v.positive)
         drop_path_rate: float = attrs.field(default=0.0, validator=v.in_range(0.0, 1.0))
+        #: one learned mask token per mask sampler of a ``views.masking`` list (V-JEPA: 2)
+        mask_tokens: int = attrs.field(default=1, validator=v.positive_int)
 
         def __attrs_post_init__(self):
             if self.width % self.heads or self.width % 4:
@@ -35,7 +37,12 @@ class ViTPredictor(Predictor):
         width = config.width
         self.embed = nn.Linear(embed_dim, width)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.register_buffer("pos_embed", sincos_2d(width, grid)[None], persistent=False)
+        self.mask_tokens = config.mask_tokens
+        # the later samplers' tokens, apart: mask_token keeps I-JEPA's checkpoint layout
+        more = config.mask_tokens - 1
+        self.more_mask_tokens = nn.Parameter(torch.zeros(more, 1, width)) if more else None
+        # a video grid (time, rows, cols) gets V-JEPA's 3-D positions, with the released models' uniform split
+        self.register_buffer("pos_embed", sincos(width, grid, uniform_power=True)[None], persistent=False)
         self.conditioner = conditioner
         rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
         self.blocks = nn.Sequential(*[
@@ -45,19 +52,22 @@ class ViTPredictor(Predictor):
         ])
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.proj = nn.Linear(width, embed_dim)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for token in (self.mask_token, self.more_mask_tokens):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
         init_vit_weights(self, self.blocks)
 
     @classmethod
     def conditioning_width(cls, config: Config, embed_dim: int) -> int:
         return config.width
 
-    def forward(self, context, context_idx, target_idx, action):
+    def forward(self, context, context_idx, target_idx, action, mask_index: int = 0):
         batch, blocks, n_target = target_idx.shape
         n_context = context_idx.shape[1]
         pos = self.pos_embed.expand(batch, -1, -1)
         x = self.embed(context) + gather_tokens(pos, context_idx)
-        masks = self.mask_token + gather_tokens(pos, target_idx).reshape(batch * blocks, n_target, -1)
+        token = self.mask_token if mask_index == 0 else self.more_mask_tokens[mask_index - 1]
+        masks = token + gather_tokens(pos, target_idx).reshape(batch * blocks, n_target, -1)
         per_block = [masks]  # (batch * blocks, tokens, width) each
         if action is not None:
             action = action.repeat_interleave(blocks, dim=0)

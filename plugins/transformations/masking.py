@@ -44,18 +44,6 @@ UPSTREAM_TRIES = 20
 UPSTREAM_MODES = (False, "bounds", "exact")
 
 
-def _positive_interval(high: float):
-    """A pair (a, b) with 0 < a <= b <= high: a zero scale or aspect makes an empty block."""
-    pair = v.interval(0.0, high)
-
-    def check(instance, attribute, value) -> None:
-        pair(instance, attribute, value)
-        if value[0] <= 0:
-            raise ValueError(f"'{attribute.name}' must be [min, max] with 0 < min, got {list(value)!r}", attribute)
-
-    return check
-
-
 _bool = attrs.validators.instance_of(bool)
 
 
@@ -103,10 +91,12 @@ class MultiBlock(Masking):
         """Defaults are the official I-JEPA configuration (RECIPES.md)."""
 
         n_targets: int = attrs.field(default=4, validator=v.positive_int)
-        target_scale: tuple = attrs.field(default=(0.15, 0.2), converter=v.as_pair, validator=_positive_interval(1.0))
-        target_aspect: tuple = attrs.field(default=(0.75, 1.5), converter=v.as_pair, validator=_positive_interval(math.inf))
-        context_scale: tuple = attrs.field(default=(0.85, 1.0), converter=v.as_pair, validator=_positive_interval(1.0))
-        context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=v.as_pair, validator=_positive_interval(math.inf))
+        target_scale: tuple = attrs.field(default=(0.15, 0.2), converter=v.as_pair, validator=v.positive_interval(1.0))
+        target_aspect: tuple = attrs.field(default=(0.75, 1.5), converter=v.as_pair,
+                                           validator=v.positive_interval(math.inf))
+        context_scale: tuple = attrs.field(default=(0.85, 1.0), converter=v.as_pair, validator=v.positive_interval(1.0))
+        context_aspect: tuple = attrs.field(default=(1.0, 1.0), converter=v.as_pair,
+                                            validator=v.positive_interval(math.inf))
         min_keep: int = attrs.field(default=10, validator=v.positive_int)
         allow_overlap: bool = attrs.field(default=False, validator=_bool)
         #: false (faithful, fixed), "bounds" (only upstream's exclusive position bound) or
@@ -215,12 +205,13 @@ class MultiBlock(Masking):
 class FullMasking(Masking):
     """Every token is context and every token is one target block (contrastive baselines)."""
 
-    def __init__(self, config: None, grid: tuple[int, int]):
+    grid_dims = None  # any grid: images and clips
+
+    def __init__(self, config: None, grid: tuple[int, ...]):
         super().__init__(config, grid)
-        rows, cols = self.grid
-        if rows < 1 or cols < 1:
+        if min(self.grid) < 1:
             raise ValueError(f"full: the patch grid must be positive, got {self.grid}")
-        self._all = torch.arange(rows * cols)
+        self._all = torch.arange(math.prod(self.grid))
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
         n = self._all.numel()
@@ -245,19 +236,21 @@ class RandomMasking(Masking):
         #: fraction of tokens hidden from the encoder (MAE: 0.75)
         mask_ratio: float = attrs.field(default=0.75, validator=_open_probability)
 
-    def __init__(self, config: "RandomMasking.Config | None", grid: tuple[int, int]):
+    grid_dims = None  # any grid: images and clips
+
+    def __init__(self, config: "RandomMasking.Config | None", grid: tuple[int, ...]):
         config = config if config is not None else RandomMasking.Config()
         super().__init__(config, grid)
-        n = self.grid[0] * self.grid[1]
+        n = math.prod(self.grid)
         self.n_keep = int(n * (1 - config.mask_ratio))
         if not 1 <= self.n_keep < n:
             raise ValueError(
                 f"random: 'mask_ratio' = {config.mask_ratio} keeps {self.n_keep} of the {n} patches of a "
-                f"{self.grid[0]}x{self.grid[1]} grid; at least one must be kept and one masked"
+                f"{'x'.join(map(str, self.grid))} grid; at least one must be kept and one masked"
             )
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Masks:
-        n = self.grid[0] * self.grid[1]
+        n = math.prod(self.grid)
         order = torch.rand(batch_size, n, generator=generator).argsort(dim=1)
         context = order[:, : self.n_keep].sort(dim=1).values
         targets = order[:, self.n_keep :].sort(dim=1).values
