@@ -236,8 +236,8 @@ def test_a_non_finite_loss_stops_the_run_at_that_step_and_keeps_the_last_good_ch
     config, run_dir = fault_config(tmp_path, log_every=5), tmp_path / "run"
     real_step = train.Trainer.train_step
 
-    def train_step(self, images, step, total, lr, wd):
-        loss = real_step(self, images, step, total, lr, wd)
+    def train_step(self, images, step, total, lr, wd, steps=None):
+        loss = real_step(self, images, step, total, lr, wd, steps)
         return loss * float("nan") if step + 1 == 7 else loss  # the 7th step goes non-finite
 
     monkeypatch.setattr(train.Trainer, "train_step", train_step)
