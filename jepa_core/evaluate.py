@@ -57,9 +57,9 @@ class TrainedRun:
     def environment(self, name: str, **params):
         """Environment ``name``; the keys it shares with the run's dataset (same name) come from data.dataset."""
         registry = self.experiment.registries.environments
-        spec = self.config.data.dataset
-        fields = {f.name for f in attrs.fields(registry.get(name).config)} if registry.get(name).config else set()
-        shared = {k: val for k, val in spec.params.items() if k in fields} if spec.name == name else {}
+        config, spec = registry.get(name).config, self.config.data.dataset
+        fields = {f.name for f in attrs.fields(config)} if config is not None and spec.name == name else set()
+        shared = {k: val for k, val in spec.params.items() if k in fields}
         return registry.create(name, **{**shared, **params})
 
 

@@ -156,17 +156,19 @@ def check_masking(name: str, factory: Callable[..., Any], /, **params: Any) -> N
     false; the counts are the same for every image, so the masks stack.
     """
     it = Subject("masking", name)
-    grid = GRID if getattr(factory, "grid_dims", 2) == 2 else (2, *GRID)  # a video grid: (time, rows, cols)
-    masking = create("transformations", name, factory, grid, **params)
-    it.expect(isinstance(masking, Masking), f"is a {type(masking).__name__}, not a Masking")
-    first, second, moved = draw_twice(lambda g: masking.sample(BATCH, g))
-    it.expect(isinstance(first, Masks), f"sample() returned a {type(first).__name__}, not Masks")
-    same = torch.equal(first.context, second.context) and torch.equal(first.targets, second.targets)
-    it.expect(same and not moved, "sample() draws from a global random generator (same generator seed, another "
-                                  "global seed: other masks); draw everything from the generator argument")
-    disjoint = getattr(masking.config, "allow_overlap", None) is False
-    for seed in range(4):
-        _check_masks(it, masking.sample(BATCH, torch.Generator().manual_seed(seed)), disjoint, grid)
+    dims = getattr(factory, "grid_dims", 2)
+    grids = {2: [GRID], 3: [(2, *GRID)], None: [GRID, (2, *GRID)]}[dims]  # a video grid: (time, rows, cols)
+    for grid in grids:
+        masking = create("transformations", name, factory, grid, **params)
+        it.expect(isinstance(masking, Masking), f"is a {type(masking).__name__}, not a Masking")
+        first, second, moved = draw_twice(lambda g: masking.sample(BATCH, g))
+        it.expect(isinstance(first, Masks), f"sample() returned a {type(first).__name__}, not Masks")
+        same = torch.equal(first.context, second.context) and torch.equal(first.targets, second.targets)
+        it.expect(same and not moved, "sample() draws from a global random generator (same generator seed, "
+                                      "another global seed: other masks); draw everything from the generator argument")
+        disjoint = getattr(masking.config, "allow_overlap", None) is False
+        for seed in range(4):
+            _check_masks(it, masking.sample(BATCH, torch.Generator().manual_seed(seed)), disjoint, grid)
 
 
 def _check_masks(it: Subject, masks: Masks, disjoint: bool, grid: tuple[int, ...]) -> None:

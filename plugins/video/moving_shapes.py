@@ -26,6 +26,7 @@ import torch
 
 from jepa_core.api import SPLITS, check_split, splitmix64, validators as v
 from jepa_core.plugins.data.synthetic import PALETTE, SHAPES, Shapes
+from jepa_core.plugins.video.planning import project
 
 #: discrete actions, in one-hot order: (dy, dx) directions
 MOVES = ((0.0, 0.0), (-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
@@ -94,8 +95,7 @@ class World:
         """(.., 2) displacement of (.., action_dim) actions; continuous ones are cut to norm max_step."""
         if self.config.actions == "discrete":
             return self.config.max_step * action.float() @ torch.tensor(MOVES)
-        norm = action.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        return action * (self.config.max_step / norm).clamp(max=1.0)
+        return project(action, self.config.max_step)
 
     def move(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return (state + self.displacement(action)).clamp(self.radius, 1 - self.radius)
