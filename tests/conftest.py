@@ -37,6 +37,16 @@ def tiny_config(tmp_path) -> Path:
 
 
 @pytest.fixture
+def tiny_clip_config(tmp_path) -> Path:
+    """A tiny clip run's config file: ac_vit on 3-frame moving_shapes clips, frozen encoder."""
+    from jepa_core.testing.runs import TINY_CLIP_RUN
+
+    path = tmp_path / "tiny_clip.yaml"
+    path.write_text(yaml.safe_dump(TINY_CLIP_RUN, sort_keys=False))
+    return path
+
+
+@pytest.fixture
 def write(tmp_path):
     """write("name.yaml", text) -> path, with the text dedented."""
 

@@ -187,11 +187,12 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(tiny_config,
 
 # ------------------------------------------------------------ --local --nproc
 
-def test_local_nproc_2_trains_in_lockstep_and_only_rank_0_writes(tiny_config, tmp_path, checksum_plugin, capfd):
+@pytest.mark.parametrize("config", ["tiny_config", "tiny_clip_config"])  # image and clip runs alike
+def test_local_nproc_2_trains_in_lockstep_and_only_rank_0_writes(config, request, tmp_path, checksum_plugin, capfd):
     plugin, sums = checksum_plugin
     run_dir = tmp_path / "run"
     steps = 4
-    assert launch([str(tiny_config), "--local", "--nproc", "2", "--output", str(run_dir),
+    assert launch([str(request.getfixturevalue(config)), "--local", "--nproc", "2", "--output", str(run_dir),
                    "--set", f"train.steps={steps}", "--set", "data.batch_size=8",
                    "--set", f"plugins=[{plugin}]", "--set", "loggers=[csv]"]) == 0
     assert f"finished at step {steps}" in capfd.readouterr().out

@@ -10,6 +10,8 @@ stand-in answering from ``scontrol``) goes first on PATH.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -427,6 +429,27 @@ def test_two_tasks_train_with_ddp_in_lockstep_through_a_preemption(tiny_config, 
     assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, steps + 1))
     assert len((run_dir / "metrics.csv").read_text().splitlines()) == steps + 1
     assert checkpoint.load(RunDir(run_dir).checkpoint)["step"] == steps
+
+
+@pytest.mark.slurm
+def test_a_clip_run_trains_with_two_tasks_in_lockstep_and_evaluates(tiny_clip_config, tmp_path, cluster, write,
+                                                                   monkeypatch, capsys):
+    """The clip path (ac_vit on moving_shapes, frozen target) under DDP on Slurm, as the image path."""
+    sums = tmp_path / "checksums"
+    sums.mkdir()
+    monkeypatch.setenv("JEPA_TEST_CHECKSUMS", str(sums))
+    run_dir = tmp_path / "run"
+    steps = 4
+    job = cluster.launch(tiny_clip_config, run_dir, *slurm_sets(tasks=2, **{
+        "train.steps": steps, "plugins": f"[{write('checksum_plugin.py', CHECKSUM_PLUGIN)}]",
+        "eval": "[{name: rollout, clips: 8}]"}), capsys=capsys)
+    out = results(job, timeout=150)
+    assert sorted((r["rank"], r["world_size"]) for r in out) == [(0, 2), (1, 2)]
+    rank0, rank1 = checksums(sums, 0), checksums(sums, 1)
+    assert len(rank0) == steps and rank0 == rank1 and len(set(rank0)) == steps
+    assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, steps + 1))
+    rollout = json.loads((run_dir / "eval.json").read_text())["rollout"]
+    assert math.isfinite(rollout["error_last"]) and rollout["copy_error_last"] > 0
 
 
 @pytest.mark.slurm

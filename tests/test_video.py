@@ -262,3 +262,25 @@ def test_encoder_init_starts_from_another_runs_target_encoder(tmp_path):
         _experiment("encoder.frames=2", "encoder.tubelet=2", "encoder.depth=1", f"encoder.init={vjepa}")
     with pytest.raises(ConfigError, match="encoder.init: .*not a run directory"):
         _experiment(*frozen, f"encoder.init={tmp_path / 'nowhere'}")
+
+
+def test_a_sweep_over_clip_runs_gives_the_ablation_table(tmp_path):
+    """Sweeps and ablate treat clip runs as image runs: one member a grid value, one row each."""
+    import csv
+
+    import yaml
+
+    from jepa_core.ablate import main as ablate
+    from jepa_core.launch import main as launch
+    from jepa_core.testing.runs import TINY_CLIP_RUN
+
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({**TINY_CLIP_RUN, "eval": [{"name": "rollout", "clips": 8}],
+                                    "sweep": {"grid": {"predictor.auto_steps": [1, 2]}}}))
+    out = tmp_path / "sweep"
+    assert launch([str(spec), "--output", str(out)]) == 0
+    assert ablate([str(out)]) == 0
+    with open(out / "ablation.csv") as f:
+        rows = {row["predictor.auto_steps"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"1", "2"}
+    assert all(float(row["rollout.copy_error_last"]) > 0 for row in rows.values())
