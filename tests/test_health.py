@@ -63,6 +63,22 @@ def test_a_healthy_run_logs_the_monitors_at_every_log_step_and_raises_no_alarm(t
     assert "collapse" not in json.loads((tmp_path / "run" / "status.json").read_text())
 
 
+def test_a_clip_run_logs_the_same_monitors(tmp_path, capsys):
+    """ac_vit on moving_shapes clips: the monitors read its frame features as an image run's."""
+    from jepa_core.testing.runs import TINY_CLIP_RUN
+
+    path = tmp_path / "clips.yaml"
+    path.write_text(yaml.safe_dump({**TINY_CLIP_RUN, "health": {}, "train": {
+        **TINY_CLIP_RUN["train"], "steps": 6, "log_every": 3}}, sort_keys=False))
+    assert launch.main([str(path), "--output", str(tmp_path / "run")]) == 0
+    metrics = read_metrics(tmp_path / "run")
+    assert [m["step"] for m in metrics] == [3, 6]
+    for m in metrics:
+        assert HEALTH_KEYS <= m.keys() and all(math.isfinite(m[k]) for k in HEALTH_KEYS)
+        assert m["rankme"] > 2 and m["feature_std_ratio"] > 0.2
+    assert "collapse" not in capsys.readouterr().err
+
+
 def test_a_collapsing_run_raises_the_alarm_within_its_first_log_steps(tmp_path, capsys, write):
     seen = tmp_path / "hook.json"
     plugin = write("watch.py", f"""
