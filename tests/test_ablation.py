@@ -1,13 +1,11 @@
-"""The tiny conditioning ablation, end to end on the CPU: sweep, table, plot, relaunch."""
+"""The tiny conditioning ablation, end to end on the CPU: sweep, table, plot (relaunch: tests/test_sweep.py)."""
 
 import csv
-import os
 
 import pytest
 
 from jepa_core.ablate import main as ablate
 from jepa_core.launch import main as launch
-from jepa_core.sweep import read_manifest
 
 SWEEP = "experiments/ablations/tiny_conditioning.yaml"
 #: the sweep's evaluators less ``spectrum`` (about a third of the sweep's time; tests/test_spectrum.py
@@ -39,18 +37,3 @@ def test_none_sits_at_chance_and_conditioned_predictors_are_clearly_above(sweep_
         assert mrr[name] > 1.4 * chance and mrr[name] > mrr["none"] + 3 * max(err[name], err["none"]), (mrr, err)
     assert (sweep_dir / "ablation.png").stat().st_size > 1000
     assert "| none |" in (sweep_dir / "ablation.md").read_text()
-
-
-def test_relaunch_skips_finished_members_and_finishes_unfinished_ones(sweep_dir, capsys):
-    members = {m["name"]: m for m in read_manifest(sweep_dir)["members"]}
-    assert {m["state"] for m in members.values()} == {"finished"}
-    unfinished = sweep_dir / "conditioning-none"
-    (unfinished / "status.json").unlink()  # as if the run had stopped after its last checkpoint
-    finished_eval = sweep_dir / "conditioning-feature" / "eval.json"
-    before = os.stat(finished_eval).st_mtime_ns
-    assert launch([SWEEP, *EVALUATORS, "--output", str(sweep_dir)]) == 0
-    out = capsys.readouterr().out
-    assert "conditioning-feature: finished already, skipped" in out
-    assert "conditioning-none: starting" in out
-    assert os.stat(finished_eval).st_mtime_ns == before
-    assert {m["state"] for m in read_manifest(sweep_dir)["members"]} == {"finished"}

@@ -175,3 +175,22 @@ def test_a_member_runs_the_config_its_run_directory_holds(tiny_config, tmp_path,
     assert "finished at step 3" in capsys.readouterr().out
     assert run_member([str(tmp_path / "not_a_run")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_relaunch_skips_finished_members_and_finishes_unfinished_ones(write, tiny_config, tmp_path, capsys):
+    from jepa_core.launch import main as launch
+
+    path = _sweep(write, tiny_config, "train: {steps: 2, checkpoint_every: 2}\nsweep:\n  seeds: [0, 1]\n")
+    out = tmp_path / "sweep"
+    assert launch([str(path), "--parallel", "2", "--output", str(out)]) == 0
+    members = {m["name"]: m for m in read_manifest(out)["members"]}
+    assert {m["state"] for m in members.values()} == {"finished"} and len(members) == 2
+    (out / "train.seed-0" / "status.json").unlink()  # as if the run had stopped after its last checkpoint
+    finished = RunDir(out / "train.seed-1").checkpoint
+    before = finished.stat().st_mtime_ns
+    capsys.readouterr()
+    assert launch([str(path), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "train.seed-1: finished already, skipped" in printed and "train.seed-0: starting" in printed
+    assert finished.stat().st_mtime_ns == before
+    assert {m["state"] for m in read_manifest(out)["members"]} == {"finished"}

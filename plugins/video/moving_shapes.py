@@ -111,7 +111,9 @@ class World:
     def render(self, scene: dict, state: torch.Tensor) -> torch.Tensor:
         """uint8 (3, size, size): background, distractors, then the agent on top."""
         painter = self._painter
-        img = painter._background(scene["background"])
+        if "canvas" not in scene:  # the background never moves: paint it once per scene
+            scene["canvas"] = painter._background(scene["background"])
+        img = scene["canvas"].clone()
         for d in scene["distractors"]:
             img = painter._draw(img, d)
         img = painter._draw(img, {**_AGENT, "radius": self.radius, "centre": tuple(state.tolist())})
