@@ -94,11 +94,13 @@ def test_installed_distribution_is_found_and_autoload_switch_turns_it_off(tmp_pa
     assert "multiblock" in disabled  # built-ins still load
 
 
-def test_listing_shows_kind_name_plugin_and_description():
-    done = subprocess.run([sys.executable, "-m", "jepa_core.components"], capture_output=True, text=True, check=True)
+@pytest.mark.parametrize("module", ["jepa_core.components", "jepa_core.plugins"])
+def test_listing_shows_kind_name_plugin_and_description(module):
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, check=True)
     row = next(line for line in done.stdout.splitlines() if " multiblock " in line)
     assert row.split()[:3] == ["transformations", "multiblock", "masking"]
     assert "I-JEPA" in row
+    assert any(line.split()[:3] == ["environments", "moving_shapes", "video"] for line in done.stdout.splitlines())
 
 
 def test_two_plugins_registering_one_name_is_an_error_naming_both(tiny_config, write, capsys):
