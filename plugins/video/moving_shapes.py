@@ -62,7 +62,8 @@ class World:
         self.action_dim = 2 if config.actions == "continuous" else len(MOVES)
 
     def scene(self, g: torch.Generator) -> dict:
-        """A background and distractors (position, velocity, shape, colour), drawn from ``g``."""
+        """A painted background (``canvas``: it never moves) and distractors (position, velocity, shape,
+        colour), drawn from ``g``."""
         u = torch.rand(32 + 8 * self.config.distractors, generator=g).tolist()
         background = {"background": min(int(u[0] * 3), 2), "bg_colours": [0.12 + 0.6 * x for x in u[1:7]],
                       "bg_angle": u[7] * math.pi, "bg_freq": 2 + 6 * u[8], "bg_phase": u[9] * 2 * math.pi,
@@ -77,7 +78,7 @@ class World:
                 "centre": (0.12 + 0.76 * a[2], 0.12 + 0.76 * a[3]),
                 "velocity": (self.config.max_step * (2 * a[4] - 1), self.config.max_step * (2 * a[5] - 1)),
             })
-        return {"background": background, "distractors": distractors}
+        return {"canvas": self._painter._background(background), "distractors": distractors}
 
     def start(self, g: torch.Generator) -> torch.Tensor:
         """A uniform agent position (y, x) inside the image."""
@@ -111,8 +112,6 @@ class World:
     def render(self, scene: dict, state: torch.Tensor) -> torch.Tensor:
         """uint8 (3, size, size): background, distractors, then the agent on top."""
         painter = self._painter
-        if "canvas" not in scene:  # the background never moves: paint it once per scene
-            scene["canvas"] = painter._background(scene["background"])
         img = scene["canvas"].clone()
         for d in scene["distractors"]:
             img = painter._draw(img, d)
