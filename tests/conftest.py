@@ -36,6 +36,38 @@ def tiny_config(tmp_path) -> Path:
     return path
 
 
+#: a test-only plugin: after every optimizer step (on every rank, unlike the runtime
+#: hooks, which run on rank 0 only) append a hash of all parameters to rank<R>.txt
+CHECKSUM_PLUGIN = '''
+import hashlib, os
+import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+def _after_step(optimizer, args, kwargs):
+    out = os.environ.get("JEPA_TEST_CHECKSUMS")
+    if not out:
+        return
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    digest = hashlib.sha1()
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    with open(os.path.join(out, f"rank{rank}.txt"), "a") as f:
+        f.write(digest.hexdigest() + "\\n")
+
+register_optimizer_step_post_hook(_after_step)
+'''
+
+
+@pytest.fixture
+def checksum_plugin(write, tmp_path, monkeypatch):
+    """(plugin file, folder its per-rank checksum files go to); the env var reaches children and jobs."""
+    out = tmp_path / "checksums"
+    out.mkdir()
+    monkeypatch.setenv("JEPA_TEST_CHECKSUMS", str(out))
+    return write("checksum_plugin.py", CHECKSUM_PLUGIN), out
+
+
 @pytest.fixture
 def tiny_clip_config(tmp_path) -> Path:
     """A tiny clip run's config file: ac_vit on 3-frame moving_shapes clips, frozen encoder."""

@@ -18,6 +18,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
+def checksums(folder: Path, rank: int) -> list[str]:
+    """The parameter hashes conftest.CHECKSUM_PLUGIN wrote for ``rank``, one a step."""
+    path = Path(folder) / f"rank{rank}.txt"
+    return path.read_text().split() if path.exists() else []
+
+
 def saved_files(page: Path) -> dict[str, str]:
     """Each "Save as `FILE`" of a docs page, in order, with the code block that follows it."""
     return dict(re.findall(r"Save as `([^`]+)`.*?```\w*\n(.*?)```", page.read_text(), re.S))

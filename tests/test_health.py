@@ -63,14 +63,11 @@ def test_a_healthy_run_logs_the_monitors_at_every_log_step_and_raises_no_alarm(t
     assert "collapse" not in json.loads((tmp_path / "run" / "status.json").read_text())
 
 
-def test_a_clip_run_logs_the_same_monitors(tmp_path, capsys):
+def test_a_clip_run_logs_the_same_monitors(tiny_clip_config, tmp_path, capsys):
     """ac_vit on moving_shapes clips: the monitors read its frame features as an image run's."""
-    from jepa_core.testing.runs import TINY_CLIP_RUN
-
-    path = tmp_path / "clips.yaml"
-    path.write_text(yaml.safe_dump({**TINY_CLIP_RUN, "health": {}, "train": {
-        **TINY_CLIP_RUN["train"], "steps": 6, "log_every": 3}}, sort_keys=False))
-    assert launch.main([str(path), "--output", str(tmp_path / "run")]) == 0
+    sets = ["health.every=null", "train.steps=6", "train.log_every=3"]  # null: every log step
+    assert launch.main([str(tiny_clip_config), "--output", str(tmp_path / "run"),
+                        *[arg for value in sets for arg in ("--set", value)]]) == 0
     metrics = read_metrics(tmp_path / "run")
     assert [m["step"] for m in metrics] == [3, 6]
     for m in metrics:

@@ -30,8 +30,7 @@ from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
 from jepa_core.run import execute
 from jepa_core.rundir import RunDir, SweepDir
-from helpers import read_metrics
-from test_distributed import CHECKSUM_PLUGIN, checksums
+from helpers import checksums, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 START = ROOT / "tests" / "slurm" / "start_cluster.sh"
@@ -399,17 +398,15 @@ def test_sbatch_refusing_the_job_is_a_one_line_error(tiny_config, tmp_path, clus
 
 @pytest.mark.slurm
 def test_two_tasks_train_with_ddp_in_lockstep_through_a_preemption(tiny_config, tmp_path, cluster, write,
-                                                                   monkeypatch, capsys):
+                                                                   checksum_plugin, monkeypatch, capsys):
     """2 tasks x 1 CPU (gloo); USR2 mid-training: both ranks stop at one step, rank 0 requeues.
 
     A test plugin hashes all parameters after every optimizer step on each rank:
     the two ranks' hashes agree at every step, before and after the requeue.
     """
-    sums = tmp_path / "checksums"
-    sums.mkdir()
-    monkeypatch.setenv("JEPA_TEST_CHECKSUMS", str(sums))  # jobs inherit the environment
+    checksum, sums = checksum_plugin  # jobs inherit its environment variable
     monkeypatch.setenv("JEPA_TEST_SLOW_S", "0.3")
-    plugins = [write("checksum_plugin.py", CHECKSUM_PLUGIN), write("slow.py", SLOW_PLUGIN)]
+    plugins = [checksum, write("slow.py", SLOW_PLUGIN)]
     run_dir = tmp_path / "run"
     steps = 8
     job = cluster.launch(tiny_config, run_dir, *slurm_sets(tasks=2, **{
@@ -432,16 +429,14 @@ def test_two_tasks_train_with_ddp_in_lockstep_through_a_preemption(tiny_config, 
 
 
 @pytest.mark.slurm
-def test_a_clip_run_trains_with_two_tasks_in_lockstep_and_evaluates(tiny_clip_config, tmp_path, cluster, write,
-                                                                   monkeypatch, capsys):
+def test_a_clip_run_trains_with_two_tasks_in_lockstep_and_evaluates(tiny_clip_config, tmp_path, cluster,
+                                                                   checksum_plugin, capsys):
     """The clip path (ac_vit on moving_shapes, frozen target) under DDP on Slurm, as the image path."""
-    sums = tmp_path / "checksums"
-    sums.mkdir()
-    monkeypatch.setenv("JEPA_TEST_CHECKSUMS", str(sums))
+    plugin, sums = checksum_plugin
     run_dir = tmp_path / "run"
     steps = 4
     job = cluster.launch(tiny_clip_config, run_dir, *slurm_sets(tasks=2, **{
-        "train.steps": steps, "plugins": f"[{write('checksum_plugin.py', CHECKSUM_PLUGIN)}]",
+        "train.steps": steps, "plugins": f"[{plugin}]",
         "eval": "[{name: rollout, clips: 8}]"}), capsys=capsys)
     out = results(job, timeout=150)
     assert sorted((r["rank"], r["world_size"]) for r in out) == [(0, 2), (1, 2)]
