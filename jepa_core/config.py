@@ -291,13 +291,25 @@ def _structure_attrs(cls: type, value: Any, key: str, ctx: _Ctx) -> Any:
 
 # ------------------------------------------------------------------------- public
 
+def _drops_sweep(assignment: str) -> bool:
+    key, _, value = assignment.partition("=")
+    return key.strip() == SWEEP_KEY and yaml.safe_load(value) is None
+
+
+def sweep_dropped(overrides: list[str]) -> bool:
+    """Whether ``--set sweep=null`` asks to run a sweep file's config once, without its sweep."""
+    return any(_drops_sweep(a) for a in overrides)
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> LoadedConfig:
     """Load, merge, override and validate ``path``; raises :class:`ConfigError`."""
     origins: dict[str, str] = {}
     data = load_raw(path, origins)
-    if SWEEP_KEY in data:
-        raise ConfigError(f"{path}: sweep: this file is a sweep; launch it with python -m jepa_core.launch")
-    return resolve(data, origins, path, overrides)
+    if SWEEP_KEY in data and not sweep_dropped(overrides):
+        raise ConfigError(f"{path}: sweep: this file is a sweep; launch it with python -m jepa_core.launch "
+                          "(or add --set sweep=null to run its config once)")
+    data.pop(SWEEP_KEY, None)
+    return resolve(data, origins, path, [a for a in overrides if not _drops_sweep(a)])
 
 
 def resolve(data: dict[str, Any], origins: dict[str, str], path: str | Path,

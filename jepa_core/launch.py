@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--nproc is for --local runs; under --slurm set slurm.tasks_per_node (and slurm.nodes)")
     if args.parallel < 1:
         p.error("--parallel must be >= 1")
-    if sweep.is_sweep(args.config):
+    if sweep.is_sweep(args.config, args.overrides):
         return launch_sweep(args)
     loaded = load_config(args.config, args.overrides)
     exp = build_experiment(loaded)

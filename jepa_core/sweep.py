@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 import yaml
 
-from jepa_core.config import SWEEP_KEY, ConfigError, LoadedConfig, load_raw, resolve
+from jepa_core.config import SWEEP_KEY, ConfigError, LoadedConfig, load_raw, resolve, sweep_dropped
 from jepa_core.rundir import RunDir, SweepDir, write_json
 #: a zip entry that names each zipped row (run directories, tables) and sets no config key
 LABEL = "label"
@@ -52,8 +52,11 @@ class Member:
         return RunDir(self.run_dir).state()
 
 
-def is_sweep(path: str | Path) -> bool:
-    """Whether ``path`` or a file it inherits has a ``sweep:`` block: a file based on a sweep is one."""
+def is_sweep(path: str | Path, overrides: list[str] = ()) -> bool:
+    """Whether ``path`` or a file it inherits has a ``sweep:`` block (a file based on a sweep is one)
+    that ``overrides`` do not drop with ``sweep=null``."""
+    if sweep_dropped(overrides):
+        return False
     try:
         return SWEEP_KEY in load_raw(path, {})
     except ConfigError:

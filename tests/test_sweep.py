@@ -7,8 +7,9 @@ import pytest
 
 from jepa_core.ablate import ablate, aggregate, collect, labelled_groups, scatter_axes
 from jepa_core.config import ConfigError, load_config
+from jepa_core.launch import main as launch
 from jepa_core.rundir import RunDir, write_json
-from jepa_core.sweep import expand, prepare, read_manifest
+from jepa_core.sweep import expand, is_sweep, prepare, read_manifest
 
 
 def _sweep(write, tiny_config, block: str):
@@ -52,8 +53,17 @@ def test_bad_sweep_blocks_are_config_errors(write, tiny_config, tmp_path, block,
 
 
 def test_a_sweep_file_is_not_a_plain_config(write, tiny_config):
-    with pytest.raises(ConfigError, match="this file is a sweep"):
+    with pytest.raises(ConfigError, match="this file is a sweep.*--set sweep=null"):
         load_config(_sweep(write, tiny_config, "sweep:\n  seeds: [0]\n"))
+
+
+def test_set_sweep_null_launches_a_sweep_files_config_once(write, tiny_config, tmp_path):
+    path = _sweep(write, tiny_config, "sweep:\n  grid:\n    conditioning.name: [none, feature]\n")
+    assert is_sweep(path) and not is_sweep(path, ["sweep=null"]) and not is_sweep(path, ["sweep=~"])
+    loaded = load_config(path, ["sweep=null", "conditioning.name=feature"])
+    assert loaded.config.conditioning.name == "feature"
+    assert launch([str(path), "--set", "sweep=null", "--set", "train.steps=1", "--output", str(tmp_path / "one")]) == 0
+    assert RunDir(tmp_path / "one").state() == "finished" and not (tmp_path / "one" / "manifest.json").exists()
 
 
 def _fake_finished(member, loss, metrics):
@@ -139,7 +149,6 @@ sweep:
 
 
 def test_launch_refuses_a_bad_sweep_with_exit_2_before_running_anything(write, tiny_config, tmp_path, capsys):
-    from jepa_core.launch import main as launch
 
     path = _sweep(write, tiny_config, "sweep:\n  grid:\n    predictor.dpth: [1, 2]\n")
     out = tmp_path / "never"
@@ -150,7 +159,6 @@ def test_launch_refuses_a_bad_sweep_with_exit_2_before_running_anything(write, t
 
 
 def test_a_file_based_on_a_sweep_is_a_sweep_with_its_settings(write, tiny_config, tmp_path, capsys):
-    from jepa_core.launch import main as launch
 
     _sweep(write, tiny_config, "sweep:\n  grid:\n    predictor.depth: [1]\n")
     derived = write("mine.yaml", "base: sweep.yaml\nname: mine\ntrain: {steps: 2}\n")
@@ -178,7 +186,6 @@ def test_a_member_runs_the_config_its_run_directory_holds(tiny_config, tmp_path,
 
 
 def test_relaunch_skips_finished_members_and_finishes_unfinished_ones(write, tiny_config, tmp_path, capsys):
-    from jepa_core.launch import main as launch
 
     path = _sweep(write, tiny_config, "train: {steps: 2, checkpoint_every: 2}\nsweep:\n  seeds: [0, 1]\n")
     out = tmp_path / "sweep"
