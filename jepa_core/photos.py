@@ -119,11 +119,12 @@ def build(out: str | Path, photos: list[Path], *, train_per_class: int = 200, va
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.photos", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="directory to create (ImageNet layout: OUT/train, OUT/val)")
-    parser.add_argument("--photos", help="a folder of photos, one class each (default: the shipped ones)")
-    parser.add_argument("--train-per-class", type=int, default=200)
-    parser.add_argument("--val-per-class", type=int, default=50)
-    parser.add_argument("--size", type=int, default=64, help="crop side in pixels after resizing")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--photos", metavar="DIR",
+                        help="a folder of photos, one class each (default: the ones scikit-image and matplotlib ship)")
+    parser.add_argument("--train-per-class", type=int, default=200, metavar="N", help="train crops per photo (200)")
+    parser.add_argument("--val-per-class", type=int, default=50, metavar="N", help="val crops per photo (50)")
+    parser.add_argument("--size", type=int, default=64, metavar="PX", help="crop side in pixels after resizing (64)")
+    parser.add_argument("--seed", type=int, default=0, help="the crops' seed (0)")
     args = parser.parse_args(argv)
     for flag in ("train_per_class", "val_per_class", "size"):
         if getattr(args, flag) < 1:
