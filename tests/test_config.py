@@ -58,6 +58,8 @@ def test_base_inheritance_and_typed_overrides(write):
      "labelled task 'texture'; dataset 'shapes' has 'shape', 'colour'"),
     ("eval: [{name: multitask_predictor, tasks: [shape, grid]}]\n", [], "bad.yaml: eval.0: evaluator "
      "'multitask_predictor' reads the labelled task 'grid'; dataset 'shapes' has 'shape', 'colour'"),
+    ("eval: [{name: predictor_finetune, task: grid}]\n", [], "bad.yaml: eval.0: evaluator "
+     "'predictor_finetune' reads the labelled task 'grid'; dataset 'shapes' has 'shape', 'colour'"),
 ])
 def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
     bad = write("bad.yaml", text)

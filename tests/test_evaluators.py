@@ -193,6 +193,18 @@ def test_predictor_finetune_and_random_baseline(iwm):
     assert ev.evaluate(cpu_run(iwm)) == out
 
 
+def test_predictor_finetune_reads_the_task_it_is_given(iwm):
+    """task: shape is the main label (the same figures as no task); task: colour classifies something else."""
+    def top1(**task):
+        ev = make("predictor_finetune", max_train=32, max_val=16, epochs=1, head_batch_size=16,
+                  random_baseline=False, **task)
+        return ev.label_tasks(), ev.evaluate(cpu_run(iwm))["top1"]
+
+    assert top1() == ((), top1(task="shape")[1])
+    assert top1(task="shape")[0] == ("shape",)
+    assert top1(task="colour")[1] != top1()[1]
+
+
 def test_multitask_predictor_reports_every_task_and_refuses_unknown_ones(iwm):
     out = make("multitask_predictor", max_train=32, max_val=16, epochs=1, head_batch_size=16).evaluate(cpu_run(iwm))
     assert set(out) == {"top1_shape", "top1_colour", "top1_mean"}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa_core.plugins.evaluators.features import features, predict_all
-from jepa_core.plugins.evaluators.fields import batch_size_field, workers_field
+from jepa_core.plugins.evaluators.fields import batch_size_field, task_field, workers_field
 from jepa_core.plugins.evaluators.heads import AttentiveClassifier, accuracy, fit, pick_heads, predict_batches
 from jepa_core.plugins.evaluators.seeding import generator, seeded
 from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
@@ -100,11 +100,19 @@ class PredictorFinetune(_PredictorTuning):
     class Config(TuningConfig):
         #: also train a randomly initialised predictor at the full lr (top1_random_predictor, gain)
         random_baseline: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+        task: str | None = task_field()
+
+    def label_tasks(self) -> tuple[str, ...]:
+        return () if self.config.task is None else (self.config.task,)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         train, val, xt, yt, xv, yv = self._tokens(run)
-        classes = [num_classes(train, yt, yv)]
+        if cfg.task is None:
+            classes = [num_classes(train, yt, yv)]
+        else:
+            yt, yv = task_of(train, cfg.task), task_of(val, cfg.task)
+            classes = [task_classes(train.dataset, cfg.task, yt, yv)]
         pretrained = copy.deepcopy(run.predictor)
         (predicted,) = self._tune(run, "predictor_finetune", pretrained, cfg.lr * cfg.predictor_lr_scale,
                                   xt, xv, [yt], classes)
