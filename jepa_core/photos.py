@@ -98,13 +98,15 @@ def build(out: str | Path, photos: list[Path], *, train_per_class: int = 200, va
         raise UserError(f"need at least 2 photos, got {len(photos)}; install scikit-image "
                           "(pip install scikit-image) or pass --photos DIR with your own")
     names = [p.stem for p in photos]
-    if len(set(names)) != len(names):
-        raise UserError("two photos share a file name (the class names): " + ", ".join(sorted(names)))
+    shared = sorted({name for name in names if names.count(name) > 1})
+    if shared:
+        raise UserError(f"photos share a file name, which is their class name: {', '.join(shared)}; rename them")
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     counts = {"train": train_per_class, "val": val_per_class}
     for index, path in enumerate(photos):
-        photo = Image.open(path).convert("RGB")
+        with Image.open(path) as image:
+            photo = image.convert("RGB")
         for split, region in _regions(*photo.size, val_fraction).items():
             g = torch.Generator().manual_seed(seed * 1_000_003 + index * 2 + (split == "val"))
             folder = partial / split / path.stem

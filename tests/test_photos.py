@@ -71,12 +71,18 @@ def test_crops_permute_the_colour_channels_so_the_palette_does_not_name_the_phot
     (["--photos", "MISSING"], "is not a directory"),
     (["--photos", "ONE"], "need at least 2 photos, got 1"),
     (["--size", "0"], "--size: must be a positive integer, got 0"),
+    (["--photos", "TWINS"], "photos share a file name, which is their class name: a; rename them"),
 ])
 def test_bad_input_is_one_line_with_status_2_and_nothing_written(tmp_path, photos, capsys, argv, message):
     one = tmp_path / "one"
     one.mkdir()
     _photo(one / "only.png", 40, 40, 2)
-    argv = [a.replace("MISSING", str(tmp_path / "nope")).replace("ONE", str(one)) for a in argv]
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("a.png", "a.jpg", "b.png"):
+        _photo(twins / name, 40, 40, 3)
+    argv = [a.replace("MISSING", str(tmp_path / "nope")).replace("ONE", str(one)).replace("TWINS", str(twins))
+            for a in argv]
     assert photos_main([str(tmp_path / "out"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
