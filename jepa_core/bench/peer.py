@@ -53,6 +53,7 @@ class OfficialStep:
     def __call__(self, images: torch.Tensor, step: int) -> torch.Tensor:
         x = normalize(images.float().div_(255.0))
         masks = reference_multiblock(self.mask_config, self.grid, x.shape[0], torch.Generator().manual_seed(step))
+        masks = masks.to(x.device, non_blocking=True)  # the collator's CPU masks, moved as train.py moves them
         masks_pred = list(masks.targets.unbind(1))
         with torch.no_grad():
             h = F.layer_norm(self.target(x), (self.target.norm.normalized_shape[0],))

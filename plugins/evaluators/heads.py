@@ -120,4 +120,5 @@ def predict_batches(fn: Callable[[torch.Tensor], list[torch.Tensor] | torch.Tens
 
 
 def accuracy(predicted: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((predicted == labels.cpu()).float().mean()) if labels.numel() else float("nan")
+    """Top-1 of predictions against labels, wherever each lives (a probe predicts on the GPU)."""
+    return float((predicted.cpu() == labels.cpu()).float().mean()) if labels.numel() else float("nan")
