@@ -121,3 +121,25 @@ def test_compiled_step_trains_like_the_eager_step(tiny_config, tmp_path):
     assert 1 <= counters["stats"]["unique_graphs"] <= 5
     assert len(losses["true"]) == 6
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-4)
+
+
+def test_the_train_step_never_picks_cudnn_attention(tiny_config, tmp_path, monkeypatch):
+    """cuDNN attention plans each new sequence length: with masks changing them every step it ran an
+    H200 step at a third of flash attention's speed (docs/performance.md, "On a GPU")."""
+    import torch.nn.functional as F
+
+    from jepa_core.train import Trainer
+
+    seen = []
+    attention = F.scaled_dot_product_attention
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return attention(*args, **kwargs)
+
+    trainer = Trainer(build_experiment(load_config(tiny_config)), tmp_path / "run")
+    images = torch.randint(0, 256, (4, 3, 48, 48), dtype=torch.uint8)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+    trainer.train_step(images, 0, 10, 1e-3, 0.04)
+    assert seen and not any(seen)
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # only inside the step
