@@ -69,3 +69,30 @@ def test_a_hopeless_precision_is_timed_on_its_smallest_size_only(monkeypatch):
     monkeypatch.setattr(train_step, "_timed", slow)
     assert train_step.matmul_peak("cpu", torch.bfloat16, seconds=0.5) == pytest.approx(2 * 512**3)
     assert len(sizes) == 1
+
+
+def test_the_recipes_suite_times_an_experiment_file_at_its_shapes(capsys):
+    """``--suite recipes`` is what a GPU owner runs on the papers' files; here a CPU file at batch 2."""
+    assert main(["--suite", "recipes", "--experiment", "experiments/ijepa_cpu.yaml", "--batch", "2", "--json"]) == 0
+    peak, step, mfu, memory = json.loads(capsys.readouterr().out)
+    assert peak["name"] == "matmul peak fp32 (best square size)" and peak["value"] > 0
+    assert step["name"].startswith("ijepa_cpu: vit_tiny_patch16_224") and "batch 2, fp32" in step["name"]
+    assert step["unit"] == "img/s" and step["value"] > 0
+    assert mfu["unit"] == "%" and 0 < mfu["value"] < 100
+    assert memory["unit"] == "GiB" and 0.1 < memory["value"] < 8  # the child's own peak, not the test process's
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--suite", "masking", "--batch", "4"], "--experiment and --batch set the recipes suite: add --suite recipes"),
+    (["--suite", "recipes", "--experiment", "experiments/nope.yaml"], "--experiment experiments/nope.yaml: no such file"),
+])
+def test_recipes_suite_bad_input_is_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_a_batch_that_is_not_positive_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--suite", "recipes", "--batch", "0"])
+    assert exit_.value.code == 2 and "must be a positive integer, got '0'" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``python -m jepa_core.bench [--device cpu|cuda] [--json] [--suite NAME ...]``.
+"""``python -m jepa_core.bench [--device cpu|cuda] [--json] [--suite NAME ...] [--experiment PATH ...] [--batch N]``.
 
 Each suite measures our implementation and, where there is one, its
 reference in the same process, and prints the figures side by side with the
@@ -18,7 +18,8 @@ from jepa_core.errors import UserError, cli
 
 # The pipeline micro-benchmarks run first: run after the train step (3 GB peak) in the same
 # process, the photometric pipeline measured 2.0x its reference instead of 3.8-4.8x.
-SUITES = ("masking", "photometric", "train_step", "precision", "peer", "data_loading", "memory", "health")
+SUITES = ("masking", "photometric", "train_step", "precision", "peer", "data_loading", "memory", "health", "recipes")
+ON_CPU = SUITES[:-1]  # a ViT-H/14 step at batch 128 takes minutes on a 2-core CPU: recipes only when asked
 
 
 def format_rows(rows: list[dict]) -> str:
@@ -31,19 +32,31 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa_core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
+    parser.add_argument("--experiment", action="append", metavar="PATH",
+                        help="recipes suite: time this experiment YAML (repeatable; default: the papers' recipes)")
+    parser.add_argument("--batch", type=_positive, help="recipes suite: images per step (default: the file's)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available")
+    suites = args.suite or (SUITES if args.device == "cuda" else ON_CPU)
+    if (args.experiment or args.batch) and "recipes" not in suites:
+        raise UserError("--experiment and --batch set the recipes suite: add --suite recipes")
     rows = []
-    for name in args.suite or SUITES:
+    for name in suites:
         suite = importlib.import_module(f"jepa_core.bench.{name}")
-        rows += suite.run(args.device)
+        rows += suite.run(args.device, args.experiment, args.batch) if name == "recipes" else suite.run(args.device)
         if not args.json:
             print(f"# {name} done", file=sys.stderr)
     print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
