@@ -96,3 +96,17 @@ def test_a_batch_that_is_not_positive_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--suite", "recipes", "--batch", "0"])
     assert exit_.value.code == 2 and "must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_a_failing_suite_leaves_the_finished_suites_figures_printed(monkeypatch, capsys):
+    """On the first GPU run the peer suite failed and took the masking and precision figures with it."""
+    from jepa_core.bench import photometric
+
+    def broken(device):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(photometric, "run", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["--suite", "masking", "--suite", "photometric", "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["suite"] == "masking"

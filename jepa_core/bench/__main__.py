@@ -46,20 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=SUITES, help="run only these suites (repeatable)")
     parser.add_argument("--experiment", action="append", metavar="PATH",
                         help="recipes suite: time this experiment YAML (repeatable; default: the papers' recipes)")
-    parser.add_argument("--batch", type=_positive, help="recipes suite: images per step (default: the file's)")
+    parser.add_argument("--batch", type=_positive, metavar="N", help="recipes suite: images per step (default: the file's)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available")
     suites = args.suite or (SUITES if args.device == "cuda" else ON_CPU)
     if (args.experiment or args.batch) and "recipes" not in suites:
         raise UserError("--experiment and --batch set the recipes suite: add --suite recipes")
-    rows = []
-    for name in suites:
-        suite = importlib.import_module(f"jepa_core.bench.{name}")
-        rows += suite.run(args.device, args.experiment, args.batch) if name == "recipes" else suite.run(args.device)
-        if not args.json:
-            print(f"# {name} done", file=sys.stderr)
-    print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
+    rows: list[dict] = []
+    try:
+        for name in suites:
+            suite = importlib.import_module(f"jepa_core.bench.{name}")
+            rows += suite.run(args.device, args.experiment, args.batch) if name == "recipes" else suite.run(args.device)
+            if not args.json:
+                print(f"# {name} done", file=sys.stderr)
+    finally:  # a suite that fails (a GPU out of memory, say) leaves the finished suites' figures printed
+        if rows:
+            print(json.dumps(rows, indent=2) if args.json else format_rows(rows))
     return 0
 
 
