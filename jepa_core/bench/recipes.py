@@ -64,11 +64,10 @@ def step_figures(path: str, device: str, batch: int | None) -> dict:
     seconds = [_timed(step(index), device) for index in indices]
     peak = torch.cuda.max_memory_allocated() if device == "cuda" else peak_rss_bytes()
     flops = [count_flops(step(index))[0] for index in indices]
-    enc = exp.encoder
     return {"name": f"{exp.config.name}: {exp.config.encoder.name}, predictor "
                     f"{exp.config.predictor.params.get('depth')}x{exp.config.predictor.params.get('width')}, "
                     f"batch {batch}, {trainer.precision.name}",
-            "batch": batch, "precision": trainer.precision.name, "tokens": enc.num_tokens,
+            "batch": batch, "precision": trainer.precision.name,
             "seconds": statistics.median(seconds), "peak_bytes": peak,
             "flops_per_s": statistics.median(f / t for f, t in zip(flops, seconds))}
 
