@@ -39,9 +39,16 @@ def peak_rss_bytes() -> int:
     return int(fields["VmHWM"].split()[0]) * 1024
 
 
-def peak_bytes(recipe: str, device: str) -> int:
-    done = subprocess.run([sys.executable, "-c", CHILD, recipe, device], capture_output=True, text=True, check=True)
+def child_json(code: str, *args: str):
+    """Run ``code`` in a fresh Python process with ``args``; the JSON its last line of output holds."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"a benchmark child process ({' '.join(args)}) failed:\n{done.stderr.strip()}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_bytes(recipe: str, device: str) -> int:
+    return child_json(CHILD, recipe, device)
 
 
 def run(device: str) -> list[dict]:

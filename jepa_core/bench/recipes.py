@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from jepa_core.bench.flops import count_flops
+from jepa_core.bench.memory import child_json, peak_rss_bytes
 from jepa_core.bench.train_step import _timed, matmul_peak
 from jepa_core.errors import UserError
 
@@ -39,7 +38,6 @@ def step_figures(path: str, device: str, batch: int | None) -> dict:
     """Time ``REPEATS`` train steps of the experiment at ``path`` on random images (run in a child process)."""
     from jepa_core.config import load_config
     from jepa_core.experiment import build_experiment
-    from jepa_core.bench.memory import peak_rss_bytes
     from jepa_core.train import Trainer
 
     loaded = load_config(path)
@@ -72,13 +70,8 @@ def step_figures(path: str, device: str, batch: int | None) -> dict:
             "flops_per_s": statistics.median(f / t for f, t in zip(flops, seconds))}
 
 
-def _child(path: str, device: str, batch: int | None) -> dict:
-    code = ("import json, sys; from jepa_core.bench.recipes import step_figures; "
-            "print(json.dumps(step_figures(sys.argv[1], sys.argv[2], int(sys.argv[3]) or None)))")
-    done = subprocess.run([sys.executable, "-c", code, path, device, str(batch or 0)], capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"recipes suite: {path} failed:\n{done.stderr.strip()}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+CHILD = ("import json, sys; from jepa_core.bench.recipes import step_figures; "
+         "print(json.dumps(step_figures(sys.argv[1], sys.argv[2], int(sys.argv[3]) or None)))")
 
 
 def run(device: str, files: list[str] | None = None, batch: int | None = None) -> list[dict]:
@@ -87,7 +80,7 @@ def run(device: str, files: list[str] | None = None, batch: int | None = None) -
         if not Path(path).is_file():
             raise UserError(f"--experiment {path}: no such file (the recipes suite times an experiment YAML; "
                             "run from the repository root or pass --experiment PATH)")
-    figures = [_child(path, device, batch) for path in files]
+    figures = [child_json(CHILD, path, device, str(batch or 0)) for path in files]
     peaks = {name: matmul_peak(device, DTYPES[name], seconds=0.5) for name in {f["precision"] for f in figures}}
     rows = [{"suite": "recipes", "name": f"matmul peak {name} (best square size)", "value": peak / 1e9,
              "unit": "GFLOP/s"} for name, peak in sorted(peaks.items())]
