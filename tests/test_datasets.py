@@ -92,6 +92,30 @@ def test_shapes_same_scene_at_two_sizes():
 # --------------------------------------------------------------------------- motifs
 
 
+@pytest.mark.parametrize("name", ["shapes", "motifs"])
+def test_an_image_is_rendered_once_and_a_caller_writing_into_it_spares_the_next(registry, monkeypatch, name):
+    ds = registry.create(name, "train", train_size=4)
+    calls = []
+    render = ds.render
+    monkeypatch.setattr(ds, "render", lambda i, p=None: calls.append(i) or render(i, p))
+    first, label = ds[1]
+    fresh = render(1)
+    first.zero_()
+    for _ in range(3):  # later epochs
+        again, again_label = ds[1]
+        assert torch.equal(again, fresh) and again_label == label
+    assert calls == [1]
+
+
+def test_a_split_larger_than_the_cache_is_rendered_every_time(registry, monkeypatch):
+    monkeypatch.setattr(P, "CACHE_BYTES", 3 * 16 * 16 * 3)  # three 16-px images; the split has four
+    ds = registry.create("shapes", "train", train_size=4, size=16)
+    calls = []
+    render = ds.render
+    monkeypatch.setattr(ds, "render", lambda i, p=None: calls.append(i) or render(i, p))
+    assert torch.equal(ds[0][0], ds[0][0]) and calls == [0, 0]
+
+
 def test_motifs_grid_of_copies_inside_their_cells():
     ds = P.Motifs(P.Motifs.Config(train_size=60, grid=[2, 4]), "train")
     assert list(ds.tasks) == ["shape", "colour", "grid"] and ds.tasks["grid"] == [2, 3, 4]

@@ -72,6 +72,41 @@ _SDF = {
 }
 
 
+#: a split's rendered items are kept when all of them fit in this many bytes (``Rendered``)
+CACHE_BYTES = 256 * 2**20
+
+
+def _copy(item):
+    """A copy of an item's tensors (in tuples and dicts), so a caller writing into one spares the cache."""
+    if isinstance(item, torch.Tensor):
+        return item.clone()
+    if isinstance(item, dict):
+        return {k: _copy(x) for k, x in item.items()}
+    if isinstance(item, tuple):
+        return tuple(_copy(x) for x in item)
+    return item
+
+
+class Rendered:
+    """A procedural split's items by index, kept when the whole split fits ``CACHE_BYTES``.
+
+    Items are a pure function of their index, so keeping them changes nothing but
+    the time: rendering is about a tenth of a tiny CPU step, and every epoch after
+    the first would render the same images again.
+    """
+
+    def __init__(self, length: int, item_bytes: int):
+        self._items: dict | None = {} if length * item_bytes <= CACHE_BYTES else None
+
+    def get(self, index: int, make):
+        """Item ``index``: ``make(index)`` the first time, a copy of that after."""
+        if self._items is None:
+            return make(index)
+        if index not in self._items:
+            self._items[index] = make(index)
+        return _copy(self._items[index])
+
+
 class Shapes(torch.utils.data.Dataset):
     """Procedural coloured shapes on textured backgrounds (offline, any size, deterministic).
 
@@ -107,6 +142,7 @@ class Shapes(torch.utils.data.Dataset):
         }
         self._colours = torch.tensor(list(PALETTE.values())[: self.config.n_colours], dtype=torch.float32)
         self._labels: dict[str, torch.Tensor] = {}
+        self._rendered = Rendered(self.length, 3 * self.size**2)
 
     def __len__(self) -> int:
         return self.length
@@ -170,6 +206,9 @@ class Shapes(torch.utils.data.Dataset):
         return img.mul_(255).round_().clamp_(0, 255).to(torch.uint8)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self._rendered.get(index, self._item)
+
+    def _item(self, index: int) -> tuple[torch.Tensor, int]:
         p = self.params(index)
         return self.render(index, p), p["shape"]
 

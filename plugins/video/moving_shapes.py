@@ -25,7 +25,7 @@ import attrs
 import torch
 
 from jepa_core.api import SPLITS, check_split, splitmix64, validators as v
-from jepa_core.plugins.data.synthetic import PALETTE, SHAPES, Shapes
+from jepa_core.plugins.data.synthetic import PALETTE, SHAPES, Rendered, Shapes
 from jepa_core.plugins.video.planning import project
 
 #: discrete actions, in one-hot order: (dy, dx) directions
@@ -147,11 +147,15 @@ class MovingShapes(torch.utils.data.Dataset):
         self.action_dim = self.world.action_dim
         self.state_dim = 2
         self.length = self.config.train_size if split == "train" else self.config.val_size
+        self._rendered = Rendered(self.length, self.frames * 3 * self.config.size**2)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
+        return self._rendered.get(index, self._clip)
+
+    def _clip(self, index: int) -> tuple[dict[str, torch.Tensor], int]:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.split} split of {self.length}")
         seed = splitmix64(((self.config.seed * 2 + SPLITS.index(self.split)) << 32) + index)
