@@ -139,7 +139,8 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(tiny_config,
              nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert ranks[0]["loss"] != ranks[1]["loss"]  # the halves are different samples
-    assert (ranks[0]["loss"] + ranks[1]["loss"]) / 2 == pytest.approx(loss.item(), rel=1e-5)
+    # the same sums in another order: under load the CPU kernels may split them differently (2e-5 seen)
+    assert (ranks[0]["loss"] + ranks[1]["loss"]) / 2 == pytest.approx(loss.item(), rel=DDP_RTOL)
     assert set(ranks[0]["grads"]) == set(reference) == set(ranks[1]["grads"])
     for name in reference:
         assert torch.equal(ranks[0]["grads"][name], ranks[1]["grads"][name]), name  # all-reduced
