@@ -3,9 +3,11 @@
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,12 +97,17 @@ def test_installed_distribution_is_found_and_autoload_switch_turns_it_off(tmp_pa
 
 
 @pytest.mark.parametrize("module", ["jepa_core.components", "jepa_core.plugins"])
-def test_listing_shows_kind_name_plugin_and_description(module):
-    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, check=True)
-    row = next(line for line in done.stdout.splitlines() if " multiblock " in line)
+def test_listing_shows_kind_name_plugin_and_description(module, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [module])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as done:  # ``python -m module``, in this process
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module was imported before
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    assert done.value.code in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if " multiblock " in line)
     assert row.split()[:3] == ["transformations", "multiblock", "masking"]
     assert "I-JEPA" in row
-    assert any(line.split()[:3] == ["environments", "moving_shapes", "video"] for line in done.stdout.splitlines())
+    assert any(line.split()[:3] == ["environments", "moving_shapes", "video"] for line in lines)
 
 
 def test_two_plugins_registering_one_name_is_an_error_naming_both(tiny_config, write, capsys):
