@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if sweep.is_sweep(args.config, args.overrides):
         return launch_sweep(args)
     loaded = load_config(args.config, args.overrides)
-    exp = build_experiment(loaded)
+    exp = build_experiment(loaded, meta=args.dry_run or args.slurm)  # those only check it: the job rebuilds
     run_dir = run_dir_for(loaded, args.output)
     if not args.dry_run:
         check_run_dir(run_dir, loaded)
@@ -113,7 +113,7 @@ def launch_sweep(args: argparse.Namespace) -> int:
     sweep_dir = members[0].run_dir.parent
     for member in members:
         try:
-            build_experiment(member.loaded)
+            build_experiment(member.loaded, meta=True)  # a check: each member's process builds its own
             if not args.dry_run:
                 check_run_dir(member.run_dir, member.loaded)
                 runlock.check_free(member.run_dir)

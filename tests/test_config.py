@@ -7,6 +7,7 @@ import yaml
 from PIL import Image
 
 from jepa_core.config import ConfigError, dump_yaml, load_config
+from jepa_core.experiment import build_experiment
 from jepa_core.launch import main as launch
 from jepa_core.sweep import expand, is_sweep
 
@@ -105,7 +106,38 @@ def test_dry_run_builds_everything_and_writes_nothing(tmp_path, capsys):
     assert launch(["experiments/ijepa.yaml", "--dry-run", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "vit_huge_patch14_224" in printed and "# parameters" in printed and "token grid: 16x16" in printed
+    assert "#   encoder: 630,434,560" in printed  # ViT-H/14 with I-JEPA's 16x16 positions and no head
     assert not out.exists()
+
+
+def test_a_checking_build_has_the_real_builds_shapes_but_no_memory(tiny_config):
+    """What the dry run and a submission build: the same modules on torch's meta device."""
+    loaded = load_config(tiny_config)
+    real, checked = build_experiment(loaded), build_experiment(loaded, meta=True)
+    assert checked.parameter_counts() == real.parameter_counts()
+    shapes = {n: p.shape for n, p in real.target.named_parameters()}
+    assert {n: p.shape for n, p in checked.target.named_parameters()} == shapes
+    assert all(p.is_meta for p in checked.target.parameters())
+
+
+def test_a_plugin_reading_values_while_it_builds_still_dry_runs(tiny_config, write, capsys):
+    plugin = write("reads.py", '''
+        import torch
+        from jepa_core import hookimpl
+        from jepa_core.plugins.jepa.predictors import ViTPredictor
+
+        class ReadsValues(ViTPredictor):
+            def __init__(self, *args):
+                super().__init__(*args)
+                self.scale = torch.ones(1).item()  # a meta tensor has no value to read
+
+        @hookimpl
+        def jepa_register_predictors(registry):
+            registry.register("reads_values", ReadsValues)
+    ''')
+    assert launch([str(tiny_config), "--dry-run", "--set", f"plugins=[{plugin}]",
+                   "--set", "predictor.name=reads_values"]) == 0
+    assert "# parameters" in capsys.readouterr().out
 
 
 def _image_folder(root):

@@ -44,7 +44,7 @@ class ViTPredictor(Predictor):
         # a video grid (time, rows, cols) gets V-JEPA's 3-D positions, with the released models' uniform split
         self.register_buffer("pos_embed", sincos(width, grid, uniform_power=True)[None], persistent=False)
         self.conditioner = conditioner
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()  # also under a meta device
         self.blocks = nn.Sequential(*[
             Block(width, config.heads, config.mlp_ratio, qkv_bias=True, drop_path=rate,
                   norm_layer=partial(nn.LayerNorm, eps=1e-6))
