@@ -92,14 +92,19 @@ def test_shapes_same_scene_at_two_sizes():
 # --------------------------------------------------------------------------- motifs
 
 
+def _count_renders(ds, monkeypatch) -> list[int]:
+    """The indices ``ds`` renders from now on, in order."""
+    calls, render = [], ds.render
+    monkeypatch.setattr(ds, "render", lambda i, p=None: calls.append(i) or render(i, p))
+    return calls
+
+
 @pytest.mark.parametrize("name", ["shapes", "motifs"])
 def test_an_image_is_rendered_once_and_a_caller_writing_into_it_spares_the_next(registry, monkeypatch, name):
     ds = registry.create(name, "train", train_size=4)
-    calls = []
-    render = ds.render
-    monkeypatch.setattr(ds, "render", lambda i, p=None: calls.append(i) or render(i, p))
+    fresh = ds.render(1)
+    calls = _count_renders(ds, monkeypatch)
     first, label = ds[1]
-    fresh = render(1)
     first.zero_()
     for _ in range(3):  # later epochs
         again, again_label = ds[1]
@@ -110,9 +115,7 @@ def test_an_image_is_rendered_once_and_a_caller_writing_into_it_spares_the_next(
 def test_a_split_larger_than_the_cache_is_rendered_every_time(registry, monkeypatch):
     monkeypatch.setattr(P, "CACHE_BYTES", 3 * 16 * 16 * 3)  # three 16-px images; the split has four
     ds = registry.create("shapes", "train", train_size=4, size=16)
-    calls = []
-    render = ds.render
-    monkeypatch.setattr(ds, "render", lambda i, p=None: calls.append(i) or render(i, p))
+    calls = _count_renders(ds, monkeypatch)
     assert torch.equal(ds[0][0], ds[0][0]) and calls == [0, 0]
 
 
