@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from jepa_core import checkpoint
+from jepa_core.attention import training_attention
 from jepa_core.data import build_loader, mix_seed
 from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.errors import RunError
@@ -229,7 +230,7 @@ class Trainer:
                 group["weight_decay"] = wd
         generator = torch.Generator().manual_seed(mix_seed(self.cfg.train.seed, self.dist.rank, step))
         views = self.exp.views(images, generator)
-        with sdpa_kernel(TRAIN_ATTENTION):
+        with sdpa_kernel(TRAIN_ATTENTION), training_attention(self.device, self.dtype):
             loss = self._forward_loss(views, steps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+import jepa_core.attention  # noqa: F401  (registers torch.ops.jepa_core)
+
 aten = torch.ops.aten
 
 
@@ -32,6 +34,8 @@ ATTENTION = {
     aten._scaled_dot_product_flash_attention_backward: _backward,
     aten._scaled_dot_product_efficient_attention_backward: _backward,
     aten._scaled_dot_product_cudnn_attention_backward: _backward,
+    torch.ops.jepa_core.attention: _forward,  # bf16 on the CPU (jepa_core.attention)
+    torch.ops.jepa_core.attention_backward: _backward,
 }
 
 
