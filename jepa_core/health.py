@@ -34,12 +34,18 @@ from torch import nn
 from jepa_core.data import build_eval_loader, mix_seed
 from jepa_core.views import normalize
 from jepa_core.registries.datasets import dataset_tasks, task_labels
+from jepa_core.schema import HealthConfig
 
 _PROBE = 0x70726F62  # seed domain of the probe's subsets
 
 
 def rankme(embeddings: torch.Tensor, eps: float = 1e-7) -> float:
-    """RankMe of (N, D) embeddings: exp(-sum p log p), p = singular values / their sum (+ eps)."""
+    """RankMe of (N, D) embeddings: exp(-sum p log p), p = singular values / their sum (+ eps).
+
+    NaN when an embedding is not finite (diverged weights), where the SVD would raise.
+    """
+    if not torch.isfinite(embeddings).all():
+        return math.nan
     s = torch.linalg.svdvals(embeddings.double())
     p = s / (s.sum() + eps) + eps
     return float(torch.exp(-(p * p.log()).sum()))
@@ -135,12 +141,15 @@ class HealthMonitor:
             encoder.train(was_training)
         return out
 
-    def alarms(self, metrics: dict[str, float]) -> list[str]:
-        """Why these metrics look like collapse (empty when healthy)."""
-        reasons = []
-        if metrics["rankme"] < self.cfg.rankme_min:
-            reasons.append(f"rankme {metrics['rankme']:.2f} < health.rankme_min {self.cfg.rankme_min}")
-        if metrics["feature_std_ratio"] < self.cfg.feature_std_min:
-            reasons.append(f"feature_std*sqrt(D) {metrics['feature_std_ratio']:.3f} "
-                           f"< health.feature_std_min {self.cfg.feature_std_min}")
-        return reasons
+
+def alarms(metrics: dict[str, float], cfg: HealthConfig) -> list[str]:
+    """Why these monitor ``metrics`` look like collapse under ``cfg`` (``health``); empty when healthy."""
+    reasons = []
+    if not (math.isfinite(metrics["rankme"]) and math.isfinite(metrics["feature_std_ratio"])):
+        reasons.append("the held-out embeddings are not finite (the weights diverged)")
+    if metrics["rankme"] < cfg.rankme_min:
+        reasons.append(f"rankme {metrics['rankme']:.2f} < health.rankme_min {cfg.rankme_min}")
+    if metrics["feature_std_ratio"] < cfg.feature_std_min:
+        reasons.append(f"feature_std*sqrt(D) {metrics['feature_std_ratio']:.3f} "
+                       f"< health.feature_std_min {cfg.feature_std_min}")
+    return reasons

@@ -26,7 +26,7 @@ from jepa_core.data import build_loader, mix_seed
 from jepa_core.distributed import DistInfo, Preempted
 from jepa_core.errors import RunError
 from jepa_core.experiment import Experiment, at
-from jepa_core.health import HealthMonitor, prediction_cosine
+from jepa_core.health import HealthMonitor, alarms, prediction_cosine
 from jepa_core.precision import Precision, choose
 from jepa_core.registries.predictors import ActionConditionedPredictor, autoregress
 from jepa_core.rundir import RunDir, write_json, write_text
@@ -243,7 +243,7 @@ class Trainer:
     def _check_health(self, step: int) -> dict[str, float]:
         """Measure the monitors; warn and call ``jepa_on_collapse`` on going from healthy to alarmed."""
         health = {**self.health.measure(step), "pred_target_cos": prediction_cosine(*self._fit)}
-        reasons = self.health.alarms(health)
+        reasons = alarms(health, self.cfg.health)
         if reasons and not self._alarmed:
             print(f"warning: collapse alarm at step {step}: {'; '.join(reasons)} (docs/health.md)",
                   file=sys.stderr, flush=True)

@@ -237,8 +237,12 @@ def _shard(views, rank: int, world: int):
 
 
 def _engine_step(name: str, views, rank: int, world: int, run_dir: Path):
-    """The trainer's loss on this rank's shard and the (DDP-averaged) gradients of encoder and predictor."""
-    exp = build_experiment(load_config(TINY / f"{name}.yaml"))
+    """The trainer's loss on this rank's shard and the (DDP-averaged) gradients of encoder and predictor.
+
+    In fp32 whatever ``auto`` would pick: this compares DDP's averaging, and bf16 rounds
+    the two sides' sums differently (1% of a module's scale on an AMX Xeon).
+    """
+    exp = build_experiment(load_config(TINY / f"{name}.yaml", ["train.precision=fp32"]))
     dist = DistInfo(rank, world, rank, torch.device("cpu")) if world > 1 else None
     trainer = Trainer(exp, run_dir, dist)  # DDP-wraps the encoder and the predictor when world > 1
     loss = trainer._forward_loss(_shard(views, rank, world))
