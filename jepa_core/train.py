@@ -95,7 +95,18 @@ class Trainer:
             self._compile_blocks()
 
     def _choose_precision(self) -> Precision:
-        """``train.precision``, with ``auto`` measured here; every rank trains in the same one."""
+        """``train.precision``, with ``auto`` measured here; every rank trains in the same one.
+
+        A resumed ``auto`` run keeps what its first launch measured (``precision.json``):
+        a machine near the threshold could otherwise measure the other way and the
+        resumed run would not repeat the uninterrupted one.
+        """
+        recorded = self.run.precision
+        if self.cfg.train.precision == "auto" and recorded.exists() and self.run.latest_checkpoint() is not None:
+            first = Precision(**json.loads(recorded.read_text()))
+            if first.requested == "auto":
+                kept = "kept from the run's first launch: "
+                return attrs.evolve(first, reason=first.reason if first.reason.startswith(kept) else kept + first.reason)
         tokens = self.cfg.data.batch_size * self.exp.encoder.num_tokens
         choice = choose(self.cfg.train.precision, self.device, tokens, self.exp.encoder.embed_dim)
         if self.dist.any(choice.name != "bf16") and choice.name == "bf16":
