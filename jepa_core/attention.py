@@ -4,10 +4,10 @@ On an Intel Xeon with AMX (torch 2.14.1), the bf16 backward of torch's CPU
 flash attention is slower than its fp32 one: at the bench predictor's shape
 (64 sequences x 3 heads x 95 tokens x 128) forward and backward took 40 ms in
 bf16 against 23 ms in fp32, a quarter of the whole bf16 I-JEPA step
-(docs/performance.md, "Attention in bf16"). :func:`attention` keeps the flash
-forward and computes the backward as the textbook formula: the probabilities
-recomputed from a bf16 ``q @ k^T`` with the softmax in fp32, and the four
-gradient matmuls in bf16, which the matrix units run; 19 ms at that shape.
+(docs/performance.md, "Attention in bf16 on the CPU"). :func:`attention` keeps
+the flash forward and computes the backward as the textbook formula: the
+probabilities recomputed from a bf16 ``q @ k^T`` with the softmax in fp32, and
+the four gradient matmuls in bf16, which the matrix units run; 19-22 ms there.
 
 :func:`training_attention` routes the step's eligible
 ``F.scaled_dot_product_attention`` calls (CPU, bf16, a gradient wanted, no
