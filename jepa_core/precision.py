@@ -48,8 +48,8 @@ def _gflops(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, de
     """Throughput of ``(m, k) @ (k, n)`` in ``dtype``, its fastest call; stops early past ``deadline_s``.
 
     The fastest call, not the mean: on a shared machine a slow spell during one
-    precision's turn would otherwise decide the choice (after a few bf16 training
-    steps on an AMX Xeon, the mean once read bf16 at 1.45x fp32, the fastest call 6.9x).
+    precision's turn would otherwise decide the choice (after a few training steps
+    on an AMX Xeon the mean once read bf16 at 1.45x fp32, where fresh processes read 4-7.5x).
     """
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(m, k, device=device, generator=g).to(dtype)
