@@ -1,13 +1,13 @@
-"""Training attention for bf16 on the CPU: torch's flash forward, a backward on the matrix units.
+"""Training attention for bf16 on the CPU: forward and backward on the matrix units.
 
 On an Intel Xeon with AMX (torch 2.14.1), the bf16 backward of torch's CPU
 flash attention is slower than its fp32 one: at the bench predictor's shape
-(64 sequences x 3 heads x 95 tokens x 128) forward and backward took 40 ms in
-bf16 against 23 ms in fp32, a quarter of the whole bf16 I-JEPA step
-(docs/performance.md, "Attention in bf16 on the CPU"). :func:`attention` keeps
-the flash forward and computes the backward as the textbook formula: the
-probabilities recomputed from a bf16 ``q @ k^T`` with the softmax in fp32, and
-the four gradient matmuls in bf16, which the matrix units run; 19-22 ms there.
+(64 sequences x 3 heads x 95 tokens x 128) forward and backward took 63-66 ms
+in bf16 against 33-37 ms in fp32 (docs/performance.md, "Attention in bf16 on
+the CPU"). :func:`attention` is the textbook formula instead: bf16 matmuls, the
+softmax and its backward in fp32, the probabilities kept for the backward, and
+the tokens padded to a multiple of ``PAD`` (a 95-token ``q @ k^T`` runs up to
+4x slower than a 96-token one); 17-23 ms there.
 
 :func:`training_attention` routes the step's eligible
 ``F.scaled_dot_product_attention`` calls (CPU, bf16, a gradient wanted, no
@@ -30,51 +30,90 @@ from torch.overrides import TorchFunctionMode
 aten = torch.ops.aten
 
 
+#: token counts are padded to a multiple of this: the matrix units run a 95-token
+#: ``q @ k^T`` 1.5-4x slower than a 96-token one (docs/performance.md)
+PAD = 16
+
+
+def _padded(t: Tensor, length: int) -> Tensor:
+    """``t`` (B, H, L, D) with zero tokens appended up to ``length``: one contiguous copy."""
+    return F.pad(t, (0, 0, 0, length - t.shape[-2]))
+
+
+def _round_up(length: int) -> int:
+    return -(-length // PAD) * PAD
+
+
+def _softmax_dtype(t: Tensor) -> torch.dtype:
+    """fp32 for bf16 and fp32 inputs, float64 for float64 (the exact gradient check)."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
 @torch.library.custom_op("jepa_core::attention", mutates_args=())
-def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """Softmax attention of (B, H, L, D) ``q``, ``k``, ``v``: torch's CPU flash kernel forward.
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Softmax attention of (B, H, L, D) ``q``, ``k``, ``v``, and its probabilities for the backward.
 
-    The output is laid out (B, L, H, D), as the kernel writes it for the heads of
-    a fused qkv projection, whatever the inputs' layout (a fixed layout for the
-    compiler; merging the heads back is then free).
+    Queries and keys are padded to a multiple of ``PAD`` tokens; padded keys get
+    no weight. The scores' softmax is in fp32, the probabilities kept in ``q``'s
+    dtype (what the ``@ v`` matmul reads). The output is laid out (B, L, H, D),
+    as a flash kernel writes it for the heads of a fused qkv projection (a fixed
+    layout for the compiler; merging the heads back is then free).
     """
-    out = aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)[0]
-    return out.transpose(1, 2).contiguous().transpose(1, 2)
+    length, keys = q.shape[-2], k.shape[-2]
+    k, v = _padded(k, _round_up(keys)), _padded(v, _round_up(keys))
+    scores = torch.matmul(_padded(q, _round_up(length)), k.transpose(-2, -1)).to(_softmax_dtype(q)).mul_(scale)
+    scores[..., keys:] = float("-inf")
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
+    out = torch.matmul(probs, v)[..., :length, :]
+    return out.transpose(1, 2).contiguous().transpose(1, 2), probs
 
 
-@attention.register_fake
-def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+@attention_forward.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     batch, heads, length = q.shape[:-1]
-    return q.new_empty(batch, length, heads, v.shape[-1]).transpose(1, 2)  # the kernel's (B, L, H, D) layout
+    out = q.new_empty(batch, length, heads, v.shape[-1]).transpose(1, 2)  # the (B, L, H, D) layout
+    return out, q.new_empty(batch, heads, _round_up(length), _round_up(k.shape[-2]))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Softmax attention of (B, H, L, D) ``q``, ``k``, ``v`` (:func:`attention_forward`'s output)."""
+    return attention_forward(q, k, v, scale)[0]
 
 
 @torch.library.custom_op("jepa_core::attention_backward", mutates_args=())
-def attention_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of :func:`attention` in ``q``'s dtype; the probabilities and their gradient in fp32."""
-    probs = torch.softmax(torch.matmul(q, k.transpose(-2, -1)).float().mul_(scale), dim=-1)
-    grad_v = torch.matmul(probs.to(q.dtype).transpose(-2, -1), grad)
-    grad_probs = torch.matmul(grad, v.transpose(-2, -1)).float()
+def attention_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor,
+                       scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`attention` in ``q``'s dtype, padded as the forward was; the softmax's in fp32."""
+    length, keys = q.shape[-2], k.shape[-2]
+    q, grad = _padded(q, probs.shape[-2]), _padded(grad, probs.shape[-2])  # padded queries: no gradient
+    k, v = _padded(k, probs.shape[-1]), _padded(v, probs.shape[-1])
+    grad_v = torch.matmul(probs.transpose(-2, -1), grad)
+    wide = _softmax_dtype(q)
+    grad_probs = torch.matmul(grad, v.transpose(-2, -1)).to(wide)
     # softmax's own backward kernel: probs * (grad_probs - rowsum(probs * grad_probs)) in one pass
-    grad_scores = aten._softmax_backward_data(grad_probs, probs, -1, torch.float32).mul_(scale).to(q.dtype)
-    return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-2, -1), q), grad_v
+    grad_scores = aten._softmax_backward_data(grad_probs, probs.to(wide), -1, wide).mul_(scale).to(q.dtype)
+    grad_q = torch.matmul(grad_scores, k)[..., :length, :]
+    return grad_q, torch.matmul(grad_scores.transpose(-2, -1), q)[..., :keys, :], grad_v[..., :keys, :]
 
 
 @attention_backward.register_fake
-def _(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))  # matmuls: contiguous
+def _(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    return tuple(t.new_empty(*t.shape[:-2], n, t.shape[-1])[..., :t.shape[-2], :]  # slices of padded matmuls
+                 for t, n in ((q, probs.shape[-2]), (k, probs.shape[-1]), (v, probs.shape[-1])))
 
 
-def _save(ctx, inputs: tuple, output: Tensor) -> None:
+def _save(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
     q, k, v, scale = inputs
-    ctx.save_for_backward(q, k, v)
+    ctx.save_for_backward(q, k, v, output[1])
+    ctx.mark_non_differentiable(output[1])
     ctx.scale = scale
 
 
-def _backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+def _backward(ctx, grad: Tensor, _grad_probs: Tensor | None) -> tuple[Tensor, Tensor, Tensor, None]:
     return (*attention_backward(grad, *ctx.saved_tensors, ctx.scale), None)
 
 
-attention.register_autograd(_backward, setup_context=_save)
+attention_forward.register_autograd(_backward, setup_context=_save)
 
 
 class _Route(TorchFunctionMode):
