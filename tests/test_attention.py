@@ -26,9 +26,12 @@ def test_the_ops_pass_torchs_custom_op_checks():
             torch.library.opcheck(attention_forward, (*_qkv(dtype, (2, 3, 16, 8), kv_len), 0.3))
 
 
-@pytest.mark.parametrize("kv_len", [None, 5, 16])
-def test_the_backward_is_the_exact_gradient_in_float64(kv_len):
-    assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, 0.3), _qkv(torch.float64, kv_len=kv_len))
+@pytest.mark.parametrize("kv_len", [None, 5, 16])  # 7 and 5 tokens padded to 16, 16 not padded
+def test_the_output_and_its_gradient_are_exact_in_float64(kv_len):
+    q, k, v = _qkv(torch.float64, kv_len=kv_len)
+    expected = F.scaled_dot_product_attention(q, k, v, scale=0.3)
+    torch.testing.assert_close(attention(q, k, v, 0.3), expected, rtol=1e-12, atol=1e-12)  # padding gets no weight
+    assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, 0.3), (q, k, v))
 
 
 @pytest.mark.parametrize("length", [95, 96])  # padded to 96, and not padded
