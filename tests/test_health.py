@@ -89,7 +89,7 @@ def test_a_collapsing_run_raises_the_alarm_within_its_first_log_steps(tmp_path, 
 
         import torch
 
-        from jepa_core import hookimpl
+        from jepa_core.api import gather_tokens, hookimpl
         from plugins.jepa.targets import EMATarget
 
         class Constant(torch.nn.Module):
@@ -97,15 +97,21 @@ def test_a_collapsing_run_raises_the_alarm_within_its_first_log_steps(tmp_path, 
 
             def __init__(self, encoder):
                 super().__init__()
-                self.encoder = encoder
+                self._encoder = [encoder]  # a list: the target's own, not a second registration
 
             def forward(self, images):
-                return self.encoder(images) * 0.0 + 1.0
+                return self._encoder[0](images) * 0.0 + 1.0
 
         class ConstantTarget(EMATarget):
+            \"\"\"The EMA target whose features (trained on and monitored) are that constant.\"\"\"
+
             def __init__(self, config, encoder, predictor=None):
                 super().__init__(config, encoder, predictor)
                 self.constant = Constant(self.encoder)
+
+            @torch.no_grad()
+            def forward(self, images, target_idx):
+                return gather_tokens(self.constant(images), target_idx)
 
             def target_encoder(self, online):
                 return self.constant
