@@ -431,6 +431,21 @@ def test_tiny_baselines_differ_from_tiny_iwm_only_in_the_method_sections():
         assert data <= LOADER_GEOMETRY, (name, data)  # only where the shared crop goes: the views crop instead
 
 
+def test_the_quickstart_baselines_share_its_data_encoder_schedule_and_probes():
+    """docs/baselines.md compares them with the quickstart's IWM: only the method (and its optimiser) may differ."""
+    quick = to_dict(load_config(ROOT / "experiments" / "quickstart.yaml").config)
+    probes = [{k: v for k, v in entry.items() if k != "encoder"} for entry in quick["eval"]
+              if entry["name"] in ("linear_probe", "knn")]
+    for name in ("simclr", "vicreg", "mocov3"):
+        cfg = to_dict(load_config(ROOT / "experiments" / "quickstart_baselines" / f"{name}.yaml").config)
+        differing = {key for key in set(cfg) | set(quick) if cfg.get(key) != quick.get(key)}
+        assert differing <= METHOD_SECTIONS | {"data", "optim", "eval", "loggers"}, (name, differing - METHOD_SECTIONS)
+        data = {k for k in cfg["data"] if cfg["data"][k] != quick["data"][k]}
+        assert data <= LOADER_GEOMETRY, (name, data)
+        assert {k for k in cfg["optim"] if cfg["optim"][k] != quick["optim"][k]} <= {"weight_decay", "final_weight_decay"}
+        assert [{k: v for k, v in entry.items() if k != "encoder"} for entry in cfg["eval"]] == probes, name
+
+
 def test_imagenet_recipes_hold_the_published_method_settings():
     regs = _registries()
     cfgs = {name: load_config(ROOT / "experiments" / f"{name}.yaml").config for name in BASELINES}

@@ -23,8 +23,8 @@ from jepa_core.registries import ComponentError
 
 SIZE, PATCH = 32, 8  # 4x4 patch grid
 TINY = [
-    f"data.dataset.size={SIZE}", f"data.image_size={SIZE}", "data.dataset.train_size=96",
-    "data.dataset.val_size=48", "data.num_workers=0", f"encoder.patch_size={PATCH}", "encoder.depth=1",
+    f"data.dataset={{name: shapes, size: {SIZE}, train_size: 96, val_size: 48}}",  # shapes: it has colour and shape tasks
+    f"data.image_size={SIZE}", "data.num_workers=0", f"encoder.patch_size={PATCH}", "encoder.depth=1",
     "predictor.depth=1", "predictor.width=32", "predictor.heads=2",
     "views.target=[]", "views.source=[]", "conditioning={name: none}",  # I-JEPA unless a test says otherwise
 ]
