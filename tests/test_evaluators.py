@@ -296,6 +296,19 @@ def test_the_retrieval_grid_default_path_lands_in_the_run_directory(brightness_e
     assert sorted(p.name for p in tmp_path.iterdir()) == ["retrieval.png"]  # no temporary file left
 
 
+def test_more_queries_per_image_rank_other_bank_entries_with_their_own_actions(brightness_exp, tmp_path):
+    params = dict(n_images=8, bank_size=16, batch_size=64)
+    oracle = make("equivariance_mrr", queries=5, **params).evaluate(oracle_run(brightness_exp))
+    assert oracle["mrr"] == pytest.approx(1.0) and oracle["mrr_brightness"] == pytest.approx(1.0)
+    # one prediction whatever the action: querying every entry ranks each once, so each image
+    # scores the mean of 1/1 .. 1/bank exactly, and the images do not differ
+    blind = make("equivariance_mrr", queries=16, **params).evaluate(oracle_run(brightness_exp, use_action=False))
+    assert blind["mrr"] == pytest.approx(chance_mrr(16), abs=1e-9) and blind["mrr_stderr"] < 1e-9
+    grid = make("retrieval_grid", n_rows=2, k=3, queries=4, path=str(tmp_path / "grid.png"), **params)
+    run = oracle_run(brightness_exp)
+    assert grid.evaluate(run) == {"top1_retrieval": 1.0}
+
+
 def test_untrained_predictor_without_conditioning_is_near_chance_and_deterministic():
     exp = build(*IWM_VIEWS)  # conditioning none: the predictor never sees the action
     ev = make("equivariance_mrr", n_images=16, bank_size=16, per_transformation=False)

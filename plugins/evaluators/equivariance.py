@@ -21,6 +21,12 @@ reports MRR 0.00 for conditioning ``none``. For each val image (centre crop):
 4. distance: L2 over all tokens flattened (default) or cosine, optionally on
    mean-pooled tokens; the reciprocal rank of y_0 is averaged over images.
 
+``queries`` > 1 asks the predictor for bank entries 1..queries-1 as well, each
+with its own action and ranked among the same bank (the entries are
+exchangeable, so the expected MRR is unchanged): one bank of target-encoder
+forwards, the costly part, then serves several rankings, and an image's
+reciprocal rank becomes the mean over its queries.
+
 Bank entries whose action equals the true one (possible with discrete ops)
 are the same target for the predictor and are not counted against it; exact
 distance ties with other entries count as the expected rank under random
@@ -28,7 +34,8 @@ tie-breaking. So a predictor that ignores the action scores the chance level
 ``H(bank_size) / bank_size`` in expectation, and one that predicts the true
 latents scores 1. One image's reciprocal rank is noisy (standard deviation
 0.14 for uniform ranks at bank 64, 0.2-0.3 for trained predictors), so
-``mrr_stderr`` reports the standard error of the mean over images.
+``mrr_stderr`` reports the standard error of the mean over images (of each
+image's mean over its queries: queries of one image are not independent).
 
 ``mrr_<name>``: the same with only transformation ``name`` varying (drawn in
 both pipelines where it appears, every other op the identity), for every op of
@@ -116,7 +123,7 @@ class _WorldModelEval(Evaluator):
     @torch.no_grad()
     def _rank(self, run, pixels: torch.Tensor, g: torch.Generator, only: str | None = None,
               keep: int = 0):
-        """Rank the true target of every image; (results, source views, kept bank images)."""
+        """Rank the true targets of every image; (per image its queries' results, source views, kept banks)."""
         cfg = self.config
         views, device, bank = run.views, run.device, cfg.bank_size
         n = pixels.shape[0]
@@ -133,15 +140,17 @@ class _WorldModelEval(Evaluator):
         with eval_mode(run.target_encoder, context_encoder, run.predictor):
             for start in range(0, n, cfg.batch_size):
                 z_x = context_encoder(normalize(x[start:start + cfg.batch_size])).float()
-                true_actions = actions[start:start + cfg.batch_size, 0].to(device)
-                predictions = predict_all(run, run.predictor, z_x, true_actions).float()
-                for i, prediction in enumerate(predictions, start=start):
+                predictions = torch.stack([
+                    predict_all(run, run.predictor, z_x, actions[start:start + cfg.batch_size, q].to(device)).float()
+                    for q in range(cfg.queries)
+                ], dim=1)
+                for i, queried in enumerate(predictions, start=start):
                     clean = pixels[i:i + 1].expand(bank, -1, -1, -1).contiguous()
                     y = views.apply(views.target, clean, _slice(tgt, slice(i * bank, (i + 1) * bank)))
                     latents = torch.cat([
                         self._target_latents(run, y[j:j + cfg.batch_size]) for j in range(0, bank, cfg.batch_size)
                     ])
-                    results.append(self._score(prediction, latents, actions[i]))
+                    results.append([self._score(p, latents, actions[i], q) for q, p in enumerate(queried)])
                     if i < keep:
                         kept.append(y.cpu())
         return results, x.cpu(), kept
@@ -150,7 +159,8 @@ class _WorldModelEval(Evaluator):
         z = run.target_encoder(normalize(images)).float()
         return F.layer_norm(z, z.shape[-1:])
 
-    def _score(self, prediction: torch.Tensor, latents: torch.Tensor, actions: torch.Tensor) -> Ranked:
+    def _score(self, prediction: torch.Tensor, latents: torch.Tensor, actions: torch.Tensor, true: int) -> Ranked:
+        """Rank bank entry ``true`` for ``prediction`` among ``latents``."""
         cfg = self.config
         if cfg.pool == "mean":
             prediction, latents = prediction.mean(dim=0), latents.mean(dim=1)
@@ -160,10 +170,10 @@ class _WorldModelEval(Evaluator):
         else:
             distance = (latents - prediction).pow(2).sum(dim=1)
         distance = distance.cpu().double()
-        same = (actions == actions[0]).all(dim=1).cpu()
+        same = (actions == actions[true]).all(dim=1).cpu()
         others = ~same
-        closer = int(((distance < distance[0]) & others).sum())
-        ties = int(((distance == distance[0]) & others).sum())
+        closer = int(((distance < distance[true]) & others).sum())
+        ties = int(((distance == distance[true]) & others).sum())
         nearest = torch.argsort(distance, stable=True)
         return Ranked(expected_reciprocal_rank(1 + closer, ties), float(closer == 0) / (ties + 1), nearest, same)
 
@@ -176,6 +186,8 @@ class RankingConfig:
     n_images: int = attrs.field(default=32, validator=v.positive_int)
     #: transformed targets per image, the true one included (IWM: 256)
     bank_size: int = attrs.field(default=256, validator=v.positive_int)
+    #: bank entries ranked per image, each as the true target of its own action (at most bank_size)
+    queries: int = attrs.field(default=1, validator=v.positive_int)
     #: l2: squared L2 distance; cosine: 1 - cosine similarity
     distance: str = attrs.field(default="l2", validator=v.one_of("l2", "cosine"))
     #: flatten: every token; mean: mean-pooled tokens
@@ -186,6 +198,15 @@ class RankingConfig:
     context_encoder: str = attrs.field(default="target", validator=v.one_of("online", "target"))
     batch_size: int = attrs.field(default=256, validator=v.positive_int)
     num_workers: int | None = attrs.field(default=None, validator=attrs.validators.optional(v.non_negative_int))
+
+    def __attrs_post_init__(self):
+        if self.queries > self.bank_size:
+            raise ValueError(f"'queries' ({self.queries}) must be at most 'bank_size' ({self.bank_size}): "
+                             "each query is one bank entry", attrs.fields(type(self)).queries)
+
+
+def _mean_rr(queries: list[Ranked]) -> float:
+    return sum(r.reciprocal_rank for r in queries) / len(queries)
 
 
 class EquivarianceMRR(_WorldModelEval):
@@ -204,14 +225,14 @@ class EquivarianceMRR(_WorldModelEval):
         pixels = to_pixels(self._images(run), torch.device("cpu"))
         g = generator(run, self.name, "params")
         ranked, _, _ = self._rank(run, pixels, g)
-        rr = torch.tensor([r.reciprocal_rank for r in ranked], dtype=torch.float64)
+        rr = torch.tensor([_mean_rr(queries) for queries in ranked], dtype=torch.float64)
         # the standard error says how far from chance an action-blind predictor may land by luck
         stderr = float(rr.std() / len(rr) ** 0.5) if len(rr) > 1 else float("nan")
         out = {"mrr": float(rr.mean()), "mrr_stderr": stderr, "chance": chance_mrr(cfg.bank_size)}
         if cfg.per_transformation:
             for name, _ in run.views.target:
                 ranked, _, _ = self._rank(run, pixels, generator(run, self.name, "params", name), only=name)
-                out[f"mrr_{name}"] = sum(r.reciprocal_rank for r in ranked) / len(ranked)
+                out[f"mrr_{name}"] = sum(_mean_rr(queries) for queries in ranked) / len(ranked)
         return out
 
 
@@ -244,8 +265,9 @@ class RetrievalGrid(_WorldModelEval):
         pixels = to_pixels(self._images(run), torch.device("cpu"))
         rows = min(cfg.n_rows, len(pixels))
         ranked, sources, banks = self._rank(run, pixels, generator(run, self.name, "params"), keep=rows)
-        self._draw(run, sources[:rows], banks, ranked[:rows])
-        return {"top1_retrieval": sum(r.top1 for r in ranked) / len(ranked)}
+        self._draw(run, sources[:rows], banks, [queries[0] for queries in ranked[:rows]])
+        hits = [r.top1 for queries in ranked for r in queries]
+        return {"top1_retrieval": sum(hits) / len(hits)}
 
     def _draw(self, run, sources: torch.Tensor, banks: list[torch.Tensor], ranked: list[Ranked]) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
