@@ -61,8 +61,8 @@ def test_base_inheritance_and_typed_overrides(write):
      "'multitask_predictor' reads the labelled task 'grid'; dataset 'shapes' has 'shape', 'colour'"),
     ("eval: [{name: predictor_finetune, task: grid}]\n", [], "bad.yaml: eval.0: evaluator "
      "'predictor_finetune' reads the labelled task 'grid'; dataset 'shapes' has 'shape', 'colour'"),
-    ("eval: [{name: equivariance_mrr, bank_size: 8, queries: 9}]\n", [], "bad.yaml: eval.0.queries: evaluators 'equivariance_mrr': 'queries' (9) "
-     "must be at most 'bank_size' (8): each query is one bank entry"),
+    ("eval: [{name: equivariance_mrr, bank_size: 8, queries: 9}]\n", [], "bad.yaml: eval.0.queries: evaluators "
+     "'equivariance_mrr': 'queries' (9) must be at most 'bank_size' (8): each query is one bank entry"),
 ])
 def test_config_errors_exit_2_with_one_line_naming_file_and_key(write, tmp_path, capsys, text, overrides, expected):
     bad = write("bad.yaml", text)

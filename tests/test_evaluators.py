@@ -305,8 +305,7 @@ def test_more_queries_per_image_rank_other_bank_entries_with_their_own_actions(b
     blind = make("equivariance_mrr", queries=16, **params).evaluate(oracle_run(brightness_exp, use_action=False))
     assert blind["mrr"] == pytest.approx(chance_mrr(16), abs=1e-9) and blind["mrr_stderr"] < 1e-9
     grid = make("retrieval_grid", n_rows=2, k=3, queries=4, path=str(tmp_path / "grid.png"), **params)
-    run = oracle_run(brightness_exp)
-    assert grid.evaluate(run) == {"top1_retrieval": 1.0}
+    assert grid.evaluate(oracle_run(brightness_exp)) == {"top1_retrieval": 1.0}
 
 
 def test_untrained_predictor_without_conditioning_is_near_chance_and_deterministic():
