@@ -23,6 +23,9 @@ BF16_SPEEDUP = 1.3
 #: bf16 this many times slower than fp32 on the probe's slice is not timed at the full shape
 HOPELESS = 10
 _BUDGET_S = 0.1  # timing per precision
+#: the slice's bf16 timing runs at least this long: under load, a Zen 4's first one or two bf16 calls
+#: took 8-12 ms against 0.16 ms after, and one such call alone once read as hopeless
+_SLICE_MIN_S = 0.05
 
 
 @attrs.frozen
@@ -68,6 +71,15 @@ def _gflops(device: torch.device, dtype: torch.dtype, m: int, k: int, n: int, de
             return 2.0 * m * k * n / best / 1e9
 
 
+def _slice_deadline(fp32_gflops: float, m: int, k: int, n: int) -> float:
+    """How long bf16 is timed on the slice: four fp32 calls, but never under ``_SLICE_MIN_S``.
+
+    A hopeless kernel (an AVX2 CPU's bf16: ~0.2 s a call on the slice) still stops
+    after one call; a kernel slow only in its first calls gets time to warm up.
+    """
+    return max(4 * 2.0 * m * k * n / fp32_gflops / 1e9, _SLICE_MIN_S)
+
+
 @functools.lru_cache(maxsize=None)
 def _measure(device_type: str, m: int, width: int) -> tuple[int, float, float]:
     """(rows, fp32, bf16 GFLOP/s) of the MLP's first matmul, both at ``rows`` rows.
@@ -82,7 +94,7 @@ def _measure(device_type: str, m: int, width: int) -> tuple[int, float, float]:
     k, n = width, 4 * width  # the MLP's first layer: most of a ViT's FLOPs
     small = max(1, m // 16)
     fp32 = _gflops(device, torch.float32, small, k, n, deadline_s=_BUDGET_S)
-    bf16 = _gflops(device, torch.bfloat16, small, k, n, deadline_s=4 * 2.0 * small * k * n / fp32 / 1e9)
+    bf16 = _gflops(device, torch.bfloat16, small, k, n, deadline_s=_slice_deadline(fp32, small, k, n))
     if bf16 < fp32 / HOPELESS:
         return small, fp32, bf16
     fp32 = _gflops(device, torch.float32, m, k, n, deadline_s=_BUDGET_S)

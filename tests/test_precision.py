@@ -71,21 +71,44 @@ def test_the_probe_runs_once_per_process_and_shape(monkeypatch):
     assert len(calls) == 4  # both on a slice, then both at the real shape: once
 
 
-def test_a_slow_spell_in_one_call_does_not_decide(monkeypatch):
-    """Each precision counts its fastest call: one 50-ms call among 1-ms ones reads as 1 ms, not their mean."""
-    durations = iter([0.05] + [0.001] * 100)
-    clock = [0.0]
+def _scripted_clock(monkeypatch, durations) -> None:
+    """``time.perf_counter`` for ``_gflops``: start, then (begin, end) around each call; each end
+    advances the clock by the next of ``durations``."""
+    durations, clock, reads = iter(durations), [0.0], [0]
 
-    def perf_counter():  # start, then (begin, end) around each call: the end advances by the call's duration
-        perf_counter.calls += 1
-        if perf_counter.calls > 1 and perf_counter.calls % 2 == 1:
+    def perf_counter():
+        reads[0] += 1
+        if reads[0] > 1 and reads[0] % 2 == 1:
             clock[0] += next(durations)
         return clock[0]
 
-    perf_counter.calls = 0
     monkeypatch.setattr(P.time, "perf_counter", perf_counter)
+
+
+def test_a_slow_spell_in_one_call_does_not_decide(monkeypatch):
+    """Each precision counts its fastest call: one 50-ms call among 1-ms ones reads as 1 ms, not their mean."""
+    _scripted_clock(monkeypatch, [0.05] + [0.001] * 100)
     m, k, n = 64, 32, 128
     assert P._gflops(torch.device("cpu"), torch.float32, m, k, n, deadline_s=1.0) == pytest.approx(2 * m * k * n / 0.001 / 1e9)
+
+
+def test_slow_first_bf16_calls_on_the_slice_do_not_read_as_hopeless(monkeypatch):
+    """A Zen 4 under load: two 10-ms bf16 calls, then 0.1 ms, where fp32 takes 0.4 ms a call.
+    Judged on the first call bf16 read 25x slower than fp32 (hopeless); it is 4x faster."""
+    m, k, n = 196, 192, 768
+    fp32 = 2 * m * k * n / 0.0004 / 1e9
+    _scripted_clock(monkeypatch, [0.01, 0.01] + [0.0001] * 1000)
+    bf16 = P._gflops(torch.device("cpu"), torch.bfloat16, m, k, n, deadline_s=P._slice_deadline(fp32, m, k, n))
+    assert bf16 == pytest.approx(4 * fp32)
+
+
+def test_a_hopeless_bf16_stops_after_one_call_on_the_slice(monkeypatch):
+    """An AVX2 EPYC: bf16 0.2 s a call on the slice is timed once, so the probe stays well under a second."""
+    m, k, n = 196, 192, 768
+    fp32 = 2 * m * k * n / 0.0004 / 1e9
+    _scripted_clock(monkeypatch, [0.2] * 10)
+    P._gflops(torch.device("cpu"), torch.bfloat16, m, k, n, deadline_s=P._slice_deadline(fp32, m, k, n))
+    assert P.time.perf_counter() == pytest.approx(0.2)  # the clock moved by one call
 
 
 def test_the_real_probe_is_quick_and_positive():
