@@ -112,3 +112,14 @@ def test_a_failing_suite_leaves_the_finished_suites_figures_printed(monkeypatch,
         main(["--suite", "masking", "--suite", "photometric", "--json"])
     (row,) = json.loads(capsys.readouterr().out)
     assert row["suite"] == "masking"
+
+
+@pytest.mark.parametrize("every, expected", [(None, 2), (6, 6)])
+def test_the_health_row_spreads_a_check_over_the_steps_between_checks(tiny_config, every, expected):
+    """The quickstart checks every 20 steps while logging every 10: its cost is one check per 20 steps."""
+    from jepa_core.bench.health import overhead
+    from jepa_core.config import load_config
+
+    loaded = load_config(tiny_config, ["train.log_every=2", f"health.every={'null' if every is None else every}"])
+    check, step, between = overhead(loaded, "cpu")
+    assert between == expected and check > 0 and step > 0

@@ -3,7 +3,8 @@
 For the CPU quickstart and the I-JEPA bench recipe: the check (RankMe and
 feature spread of the held-out batch, the predictor-target cosine) and the
 train step take turns, each the fastest of ``REPEATS``; the overhead is the
-check's time over ``train.log_every`` steps' time.
+check's time over the time of the steps between two checks (``health.every``,
+or ``train.log_every`` when that is null).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _configs(device: str) -> dict[str, object]:
 
 
 def overhead(loaded, device: str) -> tuple[float, float, int]:
-    """(seconds per check, seconds per step, log_every) for a validated config."""
+    """(seconds per check, seconds per step, steps between checks) for a validated config."""
     from jepa_core.experiment import build_experiment
     from jepa_core.train import Trainer
 
@@ -44,7 +45,7 @@ def overhead(loaded, device: str) -> tuple[float, float, int]:
     for i in range(REPEATS + 1):
         step.append(_timed(lambda: trainer.train_step(images, i, 1000, 1e-4, 0.04), device))
         check.append(_timed(lambda: trainer._check_health(i), device))
-    return min(check[1:]), min(step[1:]), exp.config.train.log_every
+    return min(check[1:]), min(step[1:]), trainer.health_every
 
 
 def run(device: str) -> list[dict]:
