@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 
 import attrs
 import pytest
@@ -130,6 +131,27 @@ def test_label_features_give_perfect_knn_and_linear_probe(ijepa):
     assert make("attentive_probe", max_train=96, max_val=48, epochs=30, head_batch_size=32).evaluate(run) == {"top1": 1.0}
     # and random features do not: the test can fail
     assert make("knn", max_train=96, max_val=48).evaluate(cpu_run(ijepa))["top1_k1"] < 1.0
+
+
+class NuisanceEncoder(LabelEncoder):
+    """The label's one-hot, faint, beside three loud directions that vary per image and say nothing
+    of the label: what the quickstart's pooled features look like (mean colour, 90% of their variance)."""
+
+    def forward(self, images, idx=None):
+        label = super().forward(images)
+        loud = torch.stack([torch.randn(3, generator=torch.Generator().manual_seed(zlib.crc32(i.numpy().tobytes())))
+                            for i in images])
+        return torch.cat([0.1 * label, 10 * loud[:, None].expand(-1, label.shape[1], -1)], dim=-1)
+
+
+def test_knn_drop_components_reads_a_label_that_loud_directions_hide(ijepa):
+    fake = NuisanceEncoder(ijepa)
+    run = attrs.evolve(cpu_run(ijepa), encoder=fake, target_encoder=fake)
+    dino = make("knn", max_train=96, max_val=48, k=[1]).evaluate(run)["top1_k1"]
+    assert dino < 0.5, dino
+    assert make("knn", max_train=96, max_val=48, k=[1], drop_components=3).evaluate(run) == {"top1_k1": 1.0}
+    with pytest.raises(ValueError, match=r"'drop_components' \(11\) must be under the 11 principal components"):
+        make("knn", max_train=96, max_val=48, drop_components=11).evaluate(run)
 
 
 def test_token_variance_shares_read_where_the_variance_lives():

@@ -138,6 +138,14 @@ class AttentiveProbe(_Probe):
         return {"top1": accuracy(predicted, yv)}
 
 
+def drop_top_components(xt: torch.Tensor, xv: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sets centred on the train mean, with the train set's first ``n`` principal directions removed."""
+    mean = xt.mean(dim=0)
+    xt, xv = xt - mean, xv - mean
+    basis = torch.linalg.svd(xt, full_matrices=False).Vh[:n]  # (n, D), orthonormal rows
+    return xt - xt @ basis.T @ basis, xv - xv @ basis.T @ basis
+
+
 class KNN(_Probe):
     """k-NN classifier: cosine similarity, exp(sim / T)-weighted votes as in DINO (top-1 per k)."""
 
@@ -145,10 +153,18 @@ class KNN(_Probe):
     class Config(ProbeConfig):
         k: tuple = attrs.field(default=(1, 5, 20), converter=v.as_pair, validator=v.positive_int_list)
         temperature: float = attrs.field(default=0.07, validator=v.positive)
+        #: a diagnostic, not DINO's k-NN: centre and remove the train features' first N principal
+        #: directions before the cosine (on motifs the first three are the image's mean colour)
+        drop_components: int = attrs.field(default=0, validator=v.non_negative_int)
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
         xt, yt, xv, yv, n_classes = self._data(run, tokens=False)
+        if cfg.drop_components:
+            if cfg.drop_components >= min(xt.shape):
+                raise ValueError(f"knn: 'drop_components' ({cfg.drop_components}) must be under the "
+                                 f"{min(xt.shape)} principal components of the train features")
+            xt, xv = drop_top_components(xt, xv, cfg.drop_components)
         xt = F.normalize(xt.to(run.device), dim=1)
         xv = F.normalize(xv.to(run.device), dim=1)
         yt = yt.to(run.device)
