@@ -123,3 +123,14 @@ def test_the_health_row_spreads_a_check_over_the_steps_between_checks(tiny_confi
     loaded = load_config(tiny_config, ["train.log_every=2", f"health.every={'null' if every is None else every}"])
     check, step, between = overhead(loaded, "cpu")
     assert between == expected and check > 0 and step > 0
+
+
+def test_the_loader_is_held_against_the_fastest_step(monkeypatch, tmp_path):
+    """On a CPU with fast bf16 a run consumes the bf16 step's images/s, three times the fp32 step's."""
+    from jepa_core.bench import data_loading, precision
+
+    monkeypatch.setattr(precision, "measured", lambda device: ({}, {"fp32": (3.0, 1e11), "bf16": (1.0, 3e11)}))
+    monkeypatch.setattr(data_loading, "write_folder", lambda root: root)
+    monkeypatch.setattr(data_loading, "loader_images_per_s", lambda root, workers: 64.0)
+    row = data_loading.run("cpu")[0]
+    assert "bf16 step" in row["name"] and row["reference"] == data_loading.BATCH / 1.0 and row["ratio"] == 4.0

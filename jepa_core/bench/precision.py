@@ -11,6 +11,7 @@ what ``train.precision: auto`` picks here, with the probe's figures.
 
 from __future__ import annotations
 
+import functools
 import statistics
 
 import torch
@@ -36,12 +37,20 @@ def _steps(device: str, names: list[str]) -> dict[str, tuple[float, float]]:
             for name in names}
 
 
-def run(device: str) -> list[dict]:
+@functools.lru_cache(maxsize=None)
+def measured(device: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """(peak FLOP/s per precision, (median seconds, median FLOP/s) per stepped precision).
+
+    Cached: the data-loading suite compares against the fastest of these steps.
+    """
     peaks = {name: matmul_peak(device, dtype, seconds=0.5) for name, dtype in PRECISIONS.items()}
+    return peaks, _steps(device, [name for name in PRECISIONS if peaks[name] >= peaks["fp32"] / 10])
+
+
+def run(device: str) -> list[dict]:
+    peaks, figures = measured(device)
     rows = [{"suite": "precision", "name": f"matmul peak {name} (best square size)", "value": p / 1e9,
              "unit": "GFLOP/s"} for name, p in peaks.items()]
-    stepped = [name for name in PRECISIONS if peaks[name] >= peaks["fp32"] / 10]
-    figures = _steps(device, stepped)
     for name in PRECISIONS:
         if name not in figures:
             rows.append({"suite": "precision", "name": f"ijepa step {name}: not run (peak under a tenth of fp32's)",

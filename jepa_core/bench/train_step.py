@@ -11,7 +11,6 @@ The predictor has the encoder's 3 heads, as the official I-JEPA builder gives it
 
 from __future__ import annotations
 
-import functools
 import statistics
 import tempfile
 import time
@@ -117,7 +116,6 @@ def _timed(fn, device: str) -> float:
     return time.perf_counter() - start
 
 
-@functools.lru_cache(maxsize=None)
 def step_figures(device: str) -> dict[str, dict[str, dict[str, float]]]:
     """Per recipe and mode ("eager", and "compiled" for ``train.compile: true``):
     median seconds and median FLOP/s over ``REPEATS`` step indices, and the first
@@ -129,8 +127,7 @@ def step_figures(device: str) -> dict[str, dict[str, dict[str, float]]]:
     and modes alike. A step's masks are a function of its index, so its FLOPs
     change from step to step: each index is replayed under the FLOP counter
     afterwards (eager; the compiled step runs the same model) and set against
-    its own time. Cached: the data-loading suite compares against the same
-    measurement.
+    its own time.
     """
     modes = {"eager": False, "compiled": True}
     precision = "bf16" if device == "cuda" else "fp32"  # the peak's precision (the precision suite has both)
