@@ -22,6 +22,7 @@ from jepa_core import checkpoint
 from jepa_core.config import ConfigError, load_config
 from jepa_core.errors import cli
 from jepa_core.experiment import Experiment, build_experiment, build_predictor
+from jepa_core.registries import ComponentError
 from jepa_core.rundir import RunDir, write_json
 from jepa_core.views import Views
 
@@ -83,7 +84,10 @@ def run_evaluators(exp: Experiment, run_dir: str | Path, names: list[str] | None
     for name, evaluator in chosen:
         torch.manual_seed(run.seed)
         with torch.random.fork_rng():
-            results[name] = {k: float(v) for k, v in evaluator.evaluate(run).items()}
+            try:
+                results[name] = {k: float(v) for k, v in evaluator.evaluate(run).items()}
+            except ComponentError as exc:  # a setting only this run's data or model can refuse
+                raise ConfigError(f"eval: {name}: {exc}") from None
     out = RunDir(run_dir)
     write_json(out.eval_random_init if random_init else out.eval, results)
     if not random_init:

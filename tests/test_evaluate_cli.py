@@ -39,6 +39,7 @@ def test_training_writes_eval_json_and_evaluate_reproduces_it(trained, capsys):
     ("needs_actions", "evaluator 'equivariance_mrr' needs actions, which this run does not have"),
     ("other_architecture", "does not fit this config's encoder (another architecture?)"),
     ("cut_short", "is cut short or corrupt"),
+    ("too_many_components", "eval: knn: 'drop_components' (64) must be under the 64 principal components"),
 ])
 def test_bad_runs_are_one_line_errors_and_eval_json_is_untouched(trained, tmp_path, capsys, case, expected):
     run_dir = tmp_path / "copy"
@@ -59,6 +60,8 @@ def test_bad_runs_are_one_line_errors_and_eval_json_is_untouched(trained, tmp_pa
         argv += ["--set", "encoder.depth=3"]
     elif case == "cut_short":
         latest.write_bytes(latest.read_bytes()[:1000])
+    elif case == "too_many_components":  # known only with the run's data and width: refused before extraction
+        argv += ["--set", "eval=[{name: knn, max_train: 64, max_val: 32, drop_components: 64}]"]
     assert evaluate(argv) == 2
     err = capsys.readouterr().err.strip()
     assert expected in err and "\n" not in err and "Traceback" not in err, err

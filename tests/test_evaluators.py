@@ -137,6 +137,10 @@ class NuisanceEncoder(LabelEncoder):
     """The label's one-hot, faint, beside three loud directions that vary per image and say nothing
     of the label: what the quickstart's pooled features look like (mean colour, 90% of their variance)."""
 
+    def __init__(self, exp):
+        super().__init__(exp)
+        self.embed_dim = self.classes + 3
+
     def forward(self, images, idx=None):
         label = super().forward(images)
         loud = torch.stack([torch.randn(3, generator=torch.Generator().manual_seed(zlib.crc32(i.numpy().tobytes())))
@@ -150,7 +154,7 @@ def test_knn_drop_components_reads_a_label_that_loud_directions_hide(ijepa):
     dino = make("knn", max_train=96, max_val=48, k=[1]).evaluate(run)["top1_k1"]
     assert dino < 0.5, dino
     assert make("knn", max_train=96, max_val=48, k=[1], drop_components=3).evaluate(run) == {"top1_k1": 1.0}
-    with pytest.raises(ValueError, match=r"'drop_components' \(11\) must be under the 11 principal components"):
+    with pytest.raises(ComponentError, match=r"'drop_components' \(11\) must be under the 11 principal components"):
         make("knn", max_train=96, max_val=48, drop_components=11).evaluate(run)
 
 

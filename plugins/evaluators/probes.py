@@ -22,7 +22,7 @@ from jepa_core.plugins.evaluators.heads import (
 )
 from jepa_core.plugins.evaluators.seeding import generator, seeded
 from jepa_core.plugins.evaluators.subsets import num_classes, split, task_classes, task_of
-from jepa_core.api import Evaluator, validators as v
+from jepa_core.api import ComponentError, Evaluator, validators as v
 
 
 @attrs.frozen
@@ -159,11 +159,14 @@ class KNN(_Probe):
 
     def evaluate(self, run) -> dict[str, float]:
         cfg = self.config
+        if cfg.drop_components:  # before any extraction
+            rank = min(len(split(run, "train", cfg.max_train)), encoder_of(run, cfg.encoder).embed_dim)
+            if cfg.drop_components >= rank:
+                raise ComponentError(f"'drop_components' ({cfg.drop_components}) must be under the {rank} "
+                                     "principal components of the train features (train images, feature width)",
+                                     key="drop_components")
         xt, yt, xv, yv, n_classes = self._data(run, tokens=False)
         if cfg.drop_components:
-            if cfg.drop_components >= min(xt.shape):
-                raise ValueError(f"knn: 'drop_components' ({cfg.drop_components}) must be under the "
-                                 f"{min(xt.shape)} principal components of the train features")
             xt, xv = drop_top_components(xt, xv, cfg.drop_components)
         xt = F.normalize(xt.to(run.device), dim=1)
         xv = F.normalize(xv.to(run.device), dim=1)
