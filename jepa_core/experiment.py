@@ -314,12 +314,14 @@ def _check_clips(exp: Experiment, train_split: Callable[[], Any]) -> None:
 def _check_evaluators(exp: Experiment, train_split: Callable[[], Any]) -> None:
     """Each evaluator's ``needs`` and label tasks met by this run, before training (not after it, at evaluation)."""
     have = {"actions": exp.views.action_dim > 0, "predictor": exp.predictor is not None,
-            "world_model": isinstance(exp.predictor, ActionConditionedPredictor)}
+            "world_model": isinstance(exp.predictor, ActionConditionedPredictor),
+            "target_ops": bool(exp.views.target)}
     for i, (name, evaluator) in enumerate(exp.evaluators):
         missing = sorted(need for need in evaluator.needs if not have.get(need, True))
         if missing:
+            hint = "; add photometric ops to views.target" if "target_ops" in missing else ""
             raise exp.loaded.error(f"eval.{i}.name", f"evaluator {name!r} needs {' and '.join(missing)}, "
-                                                     "which this run does not have")
+                                                     f"which this run does not have{hint}")
     kinds = {evaluator.data for _, evaluator in exp.evaluators} - {"any"}
     dataset = train_split() if kinds else None
     if dataset is not None:

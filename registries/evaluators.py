@@ -3,7 +3,7 @@
 Built as ``factory(config)``; ``evaluate(run)`` receives a :class:`RunView`
 (the engine passes its ``TrainedRun``) and returns ``{metric: float}``.
 ``needs`` names what the run must have ("predictor", "actions", "world_model":
-an action-conditioned predictor) and ``data`` whether it reads image or clip
+an action-conditioned predictor, "target_ops": a target pipeline that transforms) and ``data`` whether it reads image or clip
 runs, so a mismatch is refused before any work.
 """
 

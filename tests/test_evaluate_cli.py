@@ -36,7 +36,8 @@ def test_training_writes_eval_json_and_evaluate_reproduces_it(trained, capsys):
 @pytest.mark.parametrize("case, expected", [
     ("no_config", "not a run directory (no config.yaml)"),
     ("no_checkpoint", "no checkpoint in"),
-    ("needs_actions", "evaluator 'equivariance_mrr' needs actions, which this run does not have"),
+    ("needs_actions", "evaluator 'equivariance_mrr' needs actions and target_ops, which this run does not have; "
+                      "add photometric ops to views.target"),
     ("other_architecture", "does not fit this config's encoder (another architecture?)"),
     ("cut_short", "is cut short or corrupt"),
     ("too_many_components", "eval: knn: 'drop_components' (64) must be under the 64 principal components"),

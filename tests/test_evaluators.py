@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_core.config import load_config
+from jepa_core.config import ConfigError, load_config
 from jepa_core.data import build_eval_loader
 from jepa_core.evaluate import TrainedRun, trained_run
 from jepa_core.experiment import build_experiment
@@ -79,7 +79,7 @@ def test_every_evaluator_is_registered_with_config_description_and_needs(ijepa):
 def test_needs():
     assert E.LinearProbe.needs == E.KNN.needs == E.AttentiveProbe.needs == E.TokenVariance.needs == frozenset()
     assert E.PredictorFinetune.needs == E.MultitaskPredictor.needs == frozenset({"predictor"})
-    assert E.EquivarianceMRR.needs == E.RetrievalGrid.needs == frozenset({"predictor", "actions"})
+    assert E.EquivarianceMRR.needs == E.RetrievalGrid.needs == frozenset({"predictor", "actions", "target_ops"})
 
 
 # --------------------------------------------------------------------------- probes on a tiny run
@@ -343,11 +343,11 @@ def test_untrained_predictor_without_conditioning_is_near_chance_and_determinist
     assert ev.evaluate(cpu_run(exp)) == out
 
 
-def test_mrr_refuses_views_whose_target_never_varies():
-    exp = build("views.source=[{name: grayscale}]")
-    assert exp.views.action_dim == 1
-    with pytest.raises(ValueError, match="target pipeline is empty"):
-        make("equivariance_mrr", n_images=2, bank_size=4).evaluate(cpu_run(exp))
+@pytest.mark.parametrize("name", ["equivariance_mrr", "retrieval_grid"])
+def test_ranking_refuses_views_whose_target_never_varies_before_training(name):
+    """Source ops alone give actions (grayscale's flag), but every bank entry would be one image."""
+    with pytest.raises(ConfigError, match=rf"eval.0.name: evaluator '{name}' needs target_ops, .*views.target"):
+        build("views.source=[{name: grayscale}]", "conditioning={name: feature}", f"eval=[{{name: {name}}}]")
 
 
 def test_math_of_chance_is_what_a_blind_ranker_gets_on_average():

@@ -105,20 +105,13 @@ class Ranked:
 
 
 class _WorldModelEval(Evaluator):
-    needs = frozenset({"predictor", "actions"})
+    needs = frozenset({"predictor", "actions", "target_ops"})
 
     def _images(self, run) -> torch.Tensor:
         """uint8 (n, 3, S, S) centre crops of ``n_images`` val images (deterministic subset)."""
         cfg = self.config
         data = split(run, "val", cfg.n_images)
         return torch.cat([b["image"] for b in loader(run, data, cfg.batch_size, cfg.num_workers)])
-
-    def _check(self, run) -> None:
-        if not run.views.target:
-            raise ValueError(
-                f"{self.name}: the views' target pipeline is empty, so the target never varies and cannot be "
-                "ranked among transformed targets; add photometric ops to views.target"
-            )
 
     @torch.no_grad()
     def _rank(self, run, pixels: torch.Tensor, g: torch.Generator, only: str | None = None,
@@ -220,7 +213,6 @@ class EquivarianceMRR(_WorldModelEval):
         per_transformation: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def evaluate(self, run) -> dict[str, float]:
-        self._check(run)
         cfg = self.config
         pixels = to_pixels(self._images(run), torch.device("cpu"))
         g = generator(run, self.name, "params")
@@ -260,7 +252,6 @@ class RetrievalGrid(_WorldModelEval):
         return torch.cat([b["image"] for b in loader(run, data, cfg.batch_size, cfg.num_workers)])
 
     def evaluate(self, run) -> dict[str, float]:
-        self._check(run)
         cfg = self.config
         pixels = to_pixels(self._images(run), torch.device("cpu"))
         rows = min(cfg.n_rows, len(pixels))

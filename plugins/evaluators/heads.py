@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from jepa_core.api import ComponentError
+
 
 def standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     mean = train.mean(dim=0, keepdim=True)
@@ -51,7 +53,7 @@ class AttentivePooler(nn.Module):
 def pick_heads(dim: int, wanted: int | None, fallback: int) -> int:
     if wanted is not None:
         if dim % wanted:
-            raise ValueError(f"'heads' ({wanted}) must divide the feature width {dim}")
+            raise ComponentError(f"'heads' ({wanted}) must divide the feature width {dim}", key="heads")
         return wanted
     for h in (fallback, 8, 4, 2, 1):
         if h and dim % h == 0:
